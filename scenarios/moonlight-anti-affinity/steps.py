@@ -1,0 +1,135 @@
+"""Moonlight 2019: replicas stacked on one node, then that node fails."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from failure_stories.context import RunContext
+from failure_stories.errors import ScenarioDefinitionError
+from failure_stories.providers.base import SIMULATED_NODE_LABEL
+from failure_stories.wait import sample, wait_for
+
+WEB = "app=web"
+# Room left on each busy node: two web replicas (250m each), so anti-affinity
+# has somewhere to go while the scheduler still prefers the "idle" node.
+ROOM_MILLICPU = 500
+# After the controller marks the node NotReady, watch this long for recovery.
+HOLD_SECONDS = 5.0
+
+
+def _millicpu(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+def setup(ctx: RunContext) -> None:
+    nodes = sorted(
+        ctx.kube.core.list_node(label_selector=f"{SIMULATED_NODE_LABEL}=true").items,
+        key=lambda n: n.metadata.name,
+    )
+    if len(nodes) < 3:
+        raise ScenarioDefinitionError(
+            f"needs 3 schedulable nodes labelled {SIMULATED_NODE_LABEL}=true, found {len(nodes)}"
+        )
+    a, b, c = nodes[:3]
+    cpu = min(_millicpu(n.status.allocatable["cpu"]) for n in (b, c))
+    ctx.variables.update(
+        NODE_A=a.metadata.name,
+        NODE_B=b.metadata.name,
+        NODE_C=c.metadata.name,
+        BATCH_CPU=f"{cpu - ROOM_MILLICPU}m",
+    )
+    ctx.apply("baseline.yaml")
+    for name in ("cpu-hog", "batch-b", "batch-c"):
+        ctx.kube.wait_rollout(ctx.namespace, name)
+    ctx.apply("fault.yaml")
+    ctx.kube.wait_rollout(ctx.namespace, "web")
+
+
+def _placement(ctx: RunContext) -> Counter[str]:
+    pods = [p for p in ctx.kube.pods(ctx.namespace, WEB) if p.metadata.deletion_timestamp is None]
+    return Counter(p.spec.node_name for p in pods)
+
+
+def steady_state(ctx: RunContext) -> dict[str, float]:
+    placement = _placement(ctx)
+    ctx.log(f"web replicas per node: {dict(placement)}")
+    ready = ctx.kube.ready_endpoints(ctx.namespace, "web")
+    ctx.record("ready_endpoints", ready)
+    return {"ready_endpoints": ready, "distinct_nodes": len(placement)}
+
+
+def _fail_busiest_node(ctx: RunContext) -> str:
+    placement = _placement(ctx)
+    node = placement.most_common(1)[0][0]
+    ctx.state["placement"] = placement
+    ctx.state["failed_at"] = time.monotonic()
+    ctx.log(f"failing node {node} (holds {placement[node]} of {sum(placement.values())} replicas)")
+    ctx.defer(f"restore node {node}", lambda: _restore(ctx, node))
+    ctx.provider.stop_node(node)
+    return node
+
+
+def _restore(ctx: RunContext, node: str) -> None:
+    ctx.provider.start_node(node)
+    wait_for(lambda: ctx.kube.node_ready(node), what=f"node {node} Ready again", timeout=60)
+
+
+def _watch_failure(ctx: RunContext, node: str) -> dict[str, float]:
+    """Sample the Service's ready endpoints until the node is NotReady, then a bit more."""
+    every = 0.25
+    seen: dict[str, Any] = {"min": None, "zero": 0.0, "not_ready_at": None}
+
+    def probe() -> None:
+        ready = ctx.kube.ready_endpoints(ctx.namespace, "web")
+        ctx.record("ready_endpoints", ready)
+        seen["min"] = ready if seen["min"] is None else min(seen["min"], ready)
+        if ready == 0:
+            seen["zero"] += every
+        if seen["not_ready_at"] is None and not ctx.kube.node_ready(node):
+            seen["not_ready_at"] = time.monotonic()
+
+    def noticed_and_held() -> bool:
+        probe()
+        at = seen["not_ready_at"]
+        return at is not None and time.monotonic() - at >= HOLD_SECONDS
+
+    wait_for(
+        noticed_and_held,
+        what=f"the control plane to notice node {node} is down",
+        timeout=60,
+        interval=every,
+        retry_on=(),
+    )
+    # Endpoint removal lags the node condition by a controller sync; keep sampling
+    # at the same cadence so fault and fix are observed over equal windows.
+    sample(probe, every=every, duration=2.0, what="endpoints after the failure")
+    return {
+        "distinct_nodes": len(ctx.state["placement"]),
+        "ready_endpoints_min_during_node_failure": seen["min"],
+        "outage_seconds": round(seen["zero"], 2),
+        "node_not_ready_after_seconds": round(seen["not_ready_at"] - ctx.state["failed_at"], 2),
+    }
+
+
+def inject(ctx: RunContext) -> None:
+    ctx.state["node"] = _fail_busiest_node(ctx)
+
+
+def symptom(ctx: RunContext) -> dict[str, float]:
+    return _watch_failure(ctx, ctx.state["node"])
+
+
+def mitigate(ctx: RunContext) -> None:
+    _restore(ctx, ctx.state["node"])
+    ctx.apply("mitigation.yaml")
+    ctx.kube.wait_rollout(ctx.namespace, "web", timeout=180)
+    ctx.log(f"web replicas per node: {dict(_placement(ctx))}")
+
+
+def verify(ctx: RunContext) -> dict[str, float]:
+    node = _fail_busiest_node(ctx)
+    result = _watch_failure(ctx, node)
+    _restore(ctx, node)
+    return result

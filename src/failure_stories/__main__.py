@@ -1,0 +1,3 @@
+from failure_stories.cli import main
+
+main()

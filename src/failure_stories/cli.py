@@ -1,0 +1,286 @@
+"""The `kfs` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from failure_stories import scenario as scenarios
+from failure_stories.errors import Interrupted, KfsError
+from failure_stories.providers import NAMES as PROVIDERS
+from failure_stories.providers import get_provider
+from failure_stories.report import ScenarioReport, write_junit
+from failure_stories.runner import Event, Runner
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+VERDICT_STYLE = {
+    "passed": "bold green",
+    "not-reproduced": "bold yellow",
+    "not-fixed": "bold red",
+    "error": "bold magenta",
+}
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]kfs: error:[/red] {message}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+class KfsGroup(click.Group):
+    """Turns every KfsError into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KfsError as exc:
+            _fail(str(exc))
+        except Interrupted as exc:
+            _fail(f"{exc}; teardown ran", 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+
+provider_option = click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    default="local",
+    show_default=True,
+    help="Where the cluster comes from: local (embedded, no Docker), kind, or existing.",
+)
+context_option = click.option(
+    "--context", default=None, help="existing provider: the kubeconfig context to use."
+)
+allow_option = click.option(
+    "--allow-context",
+    default=None,
+    metavar="NAME",
+    help="existing provider: name the context again to allow faults to be injected into it.",
+)
+
+
+@click.group(cls=KfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kube-failure-stories", prog_name="kfs")
+def cli() -> None:
+    """kube-failure-stories: published Kubernetes incidents as scenarios that prove
+    the fault reproduces and the documented mitigation fixes it."""
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def list_cmd(as_json: bool) -> None:
+    """List every scenario with its company, year and source."""
+    found = scenarios.discover()
+    rows: list[dict[str, str]] = [
+        {
+            "id": s.id,
+            "title": s.meta.title,
+            "company": s.meta.company,
+            "year": str(s.meta.year),
+            "source": s.meta.source,
+        }
+        for s in found.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="kube-failure-stories")
+    for col in ("id", "company", "year", "title", "source"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["id"], r["company"], r["year"], r["title"], r["source"])
+    console.print(table)
+
+
+@cli.command()
+@click.argument("scenario_id")
+def describe(scenario_id: str) -> None:
+    """Tell a story: what happened, the fault, the symptom, the fix, what is measured."""
+    s = scenarios.get(scenario_id)
+    m = s.meta
+    console.print(f"[bold]{m.title}[/bold] - {m.company}, {m.year}")
+    console.print(f"source: {m.source}\n")
+    for label, text in (
+        ("Story", m.story),
+        ("Fault", m.fault),
+        ("Symptom", m.symptom),
+        ("Mitigation", m.mitigation),
+    ):
+        console.print(f"[bold]{label}[/bold]\n{text}\n")
+    table = Table(title="What is measured")
+    for col in ("measurement", "meaning", "symptom", "verify"):
+        table.add_column(col, overflow="fold")
+    for name, meaning in m.measured.items():
+        sym = m.checks.get("symptom", {}).get(name)
+        ver = m.checks.get("verify", {}).get(name)
+        table.add_row(name, meaning, str(sym or "reported"), str(ver or "reported"))
+    console.print(table)
+
+
+class Progress:
+    """Prints each phase as it starts and ends, with its live measurements."""
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "phase-start":
+            console.print(f"  [cyan]>[/cyan] {event.scenario} [bold]{event.phase}[/bold]")
+        elif event.kind == "log":
+            console.print(f"      {event.message}", style="dim")
+        elif event.kind == "phase-end" and event.result is not None:
+            r = event.result
+            mark = "[green]ok[/green]" if r.ok else "[red]FAILED[/red]"
+            console.print(f"    {mark} {event.phase} ({r.seconds:.1f}s)")
+            for name, meas in r.measurements.items():
+                judged = (
+                    ""
+                    if meas.threshold is None
+                    else (f" (want {meas.threshold}: {'ok' if meas.ok else 'NO'})")
+                )
+                console.print(f"      {name} = {meas.value:g}{judged}")
+            if r.error:
+                console.print(f"      [red]{r.error}[/red]")
+
+
+def _summary(reports: list[ScenarioReport]) -> None:
+    table = Table(title="Summary")
+    for col in ("scenario", "verdict", "seconds", "key numbers"):
+        table.add_column(col, overflow="fold")
+    for rep in reports:
+        numbers = []
+        for phase in ("symptom", "verify"):
+            p = rep.phase(phase)
+            if p and p.measurements:
+                numbers.append(
+                    phase
+                    + ": "
+                    + ", ".join(
+                        f"{k}={v.value:g}" for k, v in p.measurements.items() if v.threshold
+                    )
+                )
+        table.add_row(
+            rep.scenario,
+            f"[{VERDICT_STYLE[rep.verdict]}]{rep.verdict}[/]",
+            f"{rep.seconds:.1f}",
+            "\n".join(numbers) or (rep.error or ""),
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.argument("scenario_ids", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
+@provider_option
+@context_option
+@allow_option
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Where <id>.json and junit.xml are written.",
+)
+@click.option(
+    "--keep-cluster",
+    is_flag=True,
+    help="Keep a cluster this run created (for debugging); by default it is deleted.",
+)
+def run(
+    scenario_ids: tuple[str, ...],
+    run_all: bool,
+    provider: str,
+    context: str | None,
+    allow_context: str | None,
+    report_dir: Path,
+    keep_cluster: bool,
+) -> None:
+    """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
+
+    Exit code 0 only if every scenario passed."""
+    if run_all and scenario_ids:
+        raise click.UsageError("give scenario ids or --all, not both")
+    if not run_all and not scenario_ids:
+        raise click.UsageError("name at least one scenario (see `kfs list`) or pass --all")
+    chosen = (
+        list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
+    )
+    prov = get_provider(
+        provider, context=context, allow_context=allow_context, keep_cluster=keep_cluster
+    )
+    was_up = prov.status().running
+    runner = Runner(prov, report_dir, Progress())
+    reports: list[ScenarioReport] = []
+    try:
+        for s in chosen:
+            console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
+            reports.append(runner.run(s))
+    finally:
+        if reports:
+            write_junit(reports, report_dir)
+        if not was_up and not keep_cluster and provider != "existing":
+            console.print(
+                f"deleting the {provider} cluster this run created (--keep-cluster keeps it)"
+            )
+            prov.down()
+    _summary(reports)
+    console.print(f"reports: {report_dir}/")
+    if any(r.verdict != "passed" for r in reports):
+        sys.exit(1)
+
+
+@cli.group()
+def cluster() -> None:
+    """Create, delete or inspect the cluster of a provider."""
+
+
+@cluster.command()
+@provider_option
+def up(provider: str) -> None:
+    """Create the cluster, or reuse it if it runs (idempotent)."""
+    prov = get_provider(provider)
+    prov.up()
+    _print_status(prov.status())
+
+
+@cluster.command()
+@provider_option
+def down(provider: str) -> None:
+    """Delete the cluster and everything it created (build caches stay)."""
+    get_provider(provider).down()
+    console.print(f"{provider} cluster deleted")
+
+
+@cluster.command()
+@provider_option
+@context_option
+def status(provider: str, context: str | None) -> None:
+    """Show the nodes and the kubeconfig path."""
+    st = get_provider(provider, context=context).status()
+    _print_status(st)
+    if not st.running:
+        sys.exit(1)
+
+
+def _print_status(st: Any) -> None:
+    if not st.running:
+        console.print(f"{st.provider} cluster: not running ({st.detail or 'no processes'})")
+        return
+    console.print(f"{st.provider} cluster: running")
+    console.print(f"kubeconfig: {st.kubeconfig}")
+    if st.detail:
+        console.print(f"components: {st.detail}")
+    table = Table()
+    for col in ("node", "status", "kind", "kubelet"):
+        table.add_column(col)
+    for n in st.nodes:
+        table.add_row(n["name"], n["ready"], n["kind"], n["kubelet"])
+    console.print(table)
+
+
+def main() -> None:
+    cli(prog_name="kfs")

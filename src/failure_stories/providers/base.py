@@ -1,0 +1,97 @@
+"""The Provider interface: where a scenario's cluster comes from.
+
+One small interface, one module per implementation (local, kind, existing).
+"""
+
+from __future__ import annotations
+
+import abc
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from failure_stories.errors import ProviderError
+
+if TYPE_CHECKING:
+    from failure_stories.kube import Kube
+    from failure_stories.scenario import Scenario
+
+# Label every provider puts on nodes that really run containers, so manifests
+# can pin real-runtime workloads the same way on local, kind and existing clusters.
+REAL_NODE_LABEL = "kfs.dev/real-node"
+SIMULATED_NODE_LABEL = "kfs.dev/simulated-node"
+
+
+@dataclass
+class ClusterStatus:
+    provider: str
+    running: bool
+    kubeconfig: Path | None
+    nodes: list[dict[str, str]] = field(default_factory=list)
+    detail: str = ""
+
+
+class Provider(abc.ABC):
+    name: str = ""
+
+    @abc.abstractmethod
+    def up(self) -> None:
+        """Create or reuse the cluster; idempotent."""
+
+    @abc.abstractmethod
+    def down(self) -> None:
+        """Delete the cluster and everything it created (caches stay)."""
+
+    @abc.abstractmethod
+    def status(self) -> ClusterStatus: ...
+
+    @abc.abstractmethod
+    def kube(self) -> Kube:
+        """A client for the running cluster."""
+
+    def prepare(self, scenario: Scenario) -> Kube:
+        """Make the cluster fit for ``scenario`` and return a client for it."""
+        self.up()
+        return self.kube()
+
+    def info(self) -> dict[str, Any]:
+        """Facts worth recording in every report (versions, kernel...)."""
+        return {}
+
+    def manifest_variables(self) -> dict[str, str]:
+        from failure_stories.images import PAUSE_IMAGE, TOOLBOX_IMAGE
+
+        return {"TOOLBOX_IMAGE": TOOLBOX_IMAGE, "PAUSE_IMAGE": PAUSE_IMAGE}
+
+    def export_logs(self, target: Path) -> None:  # noqa: B027 - optional hook
+        """Copy cluster component logs into ``target`` (on failure)."""
+
+    # -- node-level actions -------------------------------------------------------
+    def stop_node(self, node: str) -> None:
+        """Make ``node`` stop heartbeating, as a crashed machine would."""
+        raise ProviderError(f"the {self.name} provider cannot fail node {node}")
+
+    def start_node(self, node: str) -> None:
+        """Undo stop_node."""
+        raise ProviderError(f"the {self.name} provider cannot restore node {node}")
+
+    def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
+        """Run a command in the node's host context; return stdout."""
+        raise ProviderError(f"the {self.name} provider gives no shell on node {node}")
+
+
+def run(argv: list[str], check: bool = True, timeout: float = 120, **kw: Any) -> str:
+    """Run a host command; a failure becomes a one-line ProviderError."""
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, **kw
+        )
+    except FileNotFoundError as exc:
+        raise ProviderError(f"{argv[0]} not found: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ProviderError(f"{' '.join(argv)} timed out after {timeout:g}s") from exc
+    if check and done.returncode != 0:
+        err = (done.stderr or done.stdout).strip().splitlines()
+        raise ProviderError(f"{' '.join(argv)} failed: {err[-1] if err else done.returncode}")
+    return str(done.stdout)

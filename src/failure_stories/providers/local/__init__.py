@@ -1,0 +1,100 @@
+"""The `local` provider: a real control plane built on this machine, a real node
+(kubelet, containerd, CNI, kube-proxy) and simulated kwok nodes. No Docker."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+from failure_stories.errors import ClusterUnreachableError
+from failure_stories.kube import Kube
+from failure_stories.providers.base import ClusterStatus, Provider
+from failure_stories.providers.local import binaries, controlplane, simulated
+from failure_stories.providers.local import layout as L
+from failure_stories.providers.local.processes import Supervisor
+from failure_stories.wait import wait_for
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def __init__(self, paths: L.Paths | None = None) -> None:
+        self.paths = paths or L.Paths.default()
+        self.sup = Supervisor(self.paths.root)
+        self._kube: Kube | None = None
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.paths.admin_kubeconfig
+
+    def is_up(self) -> bool:
+        return self.sup.alive("kube-apiserver") and self.kubeconfig.exists()
+
+    def up(self) -> None:
+        binaries.ensure()
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        controlplane.start(self.paths, self.sup)
+        kube = self.kube()
+        wait_for(
+            lambda: kube.core.list_namespaced_service_account("default").items,
+            what="the default service account",
+            timeout=60,
+        )
+        simulated.ensure(kube)
+        wait_for(
+            lambda: all(kube.node_ready(n) for n in L.SIMULATED_NODES),
+            what=f"simulated nodes {', '.join(L.SIMULATED_NODES)} Ready",
+            timeout=60,
+        )
+
+    def down(self) -> None:
+        controlplane.stop(self.sup)
+        for name in self.sup.names():  # anything a newer version of us started
+            self.sup.stop(name)
+        self._kube = None
+        if self.paths.root.exists():
+            shutil.rmtree(self.paths.root)
+
+    def kube(self) -> Kube:
+        if self._kube is None:
+            if not self.kubeconfig.exists():
+                raise ClusterUnreachableError(
+                    "the local cluster is not running: start it with `kfs cluster up`"
+                )
+            self._kube = Kube(self.kubeconfig)
+        return self._kube
+
+    def status(self) -> ClusterStatus:
+        running = self.is_up()
+        st = ClusterStatus(self.name, running, self.kubeconfig if running else None)
+        components = {n: self.sup.alive(n) for n in self.sup.names()}
+        st.detail = ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in components.items())
+        if running:
+            st.nodes = self.kube().node_summaries(
+                lambda n: "simulated" if n.metadata.name in L.SIMULATED_NODES else "real"
+            )
+        return st
+
+    def info(self) -> dict[str, Any]:
+        return {"kubernetes": binaries.KUBERNETES_VERSION, "kernel": platform.release()}
+
+    def export_logs(self, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        for log in self.paths.logs.glob("*.log"):
+            text = log.read_text(errors="replace").splitlines()[-3000:]
+            (target / log.name).write_text("\n".join(text) + "\n")
+
+    # -- node failure, as the node-lifecycle controller sees it --------------------
+    def stop_node(self, node: str) -> None:
+        if node in L.SIMULATED_NODES:
+            self.kube().patch_node_annotations(node, {L.KWOK_ANNOTATION: None})
+            return
+        super().stop_node(node)
+
+    def start_node(self, node: str) -> None:
+        if node in L.SIMULATED_NODES:
+            self.kube().patch_node_annotations(node, {L.KWOK_ANNOTATION: "fake"})
+            return
+        super().start_node(node)

@@ -1,0 +1,263 @@
+"""Runs a scenario's phases and decides its verdict from measurements and thresholds."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from failure_stories.context import RunContext
+from failure_stories.errors import Interrupted, KfsError, ScenarioDefinitionError
+from failure_stories.report import MeasurementResult, PhaseResult, ScenarioReport, write_json
+from failure_stories.scenario import PHASES, STEP_PHASES, Scenario
+
+if TYPE_CHECKING:
+    from failure_stories.providers.base import Provider
+
+# A failed check in these phases means the story itself did or did not hold;
+# anywhere else it means the environment was not healthy enough to judge.
+_VERDICT_ON_FAILED_CHECK = {"symptom": "not-reproduced", "verify": "not-fixed"}
+
+
+@dataclass
+class Event:
+    kind: str  # "phase-start" | "phase-end" | "log"
+    scenario: str
+    phase: str
+    message: str = ""
+    result: PhaseResult | None = None
+
+
+Listener = Callable[[Event], None]
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into Interrupted so `finally` blocks (teardown) run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[list[str]]:
+    """Keep teardown itself from being interrupted; remember the signal for later."""
+    seen: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        seen.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _judge(
+    phase: str, values: Mapping[str, float], scenario: Scenario
+) -> dict[str, MeasurementResult]:
+    checks = scenario.meta.checks.get(phase, {})
+    missing = [name for name in checks if name not in values]
+    if missing:
+        raise ScenarioDefinitionError(
+            f"{scenario.id}: phase {phase} did not report {', '.join(missing)}"
+        )
+    out: dict[str, MeasurementResult] = {}
+    for name, value in values.items():
+        threshold = checks.get(name)
+        if threshold is None:
+            out[name] = MeasurementResult(value)
+        else:
+            out[name] = MeasurementResult(value, str(threshold), threshold.holds(value))
+    return out
+
+
+class Runner:
+    def __init__(
+        self, provider: Provider, report_dir: Path, listener: Listener | None = None
+    ) -> None:
+        self.provider = provider
+        self.report_dir = report_dir
+        self.listener = listener or (lambda _e: None)
+
+    def _emit(self, event: Event) -> None:
+        self.listener(event)
+
+    def run(self, scenario: Scenario) -> ScenarioReport:
+        """Run every phase; teardown always runs; Interrupted is re-raised after it."""
+        report = ScenarioReport(
+            scenario=scenario.id,
+            provider=self.provider.name,
+            started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        t0 = time.monotonic()
+        ctx: RunContext | None = None
+        interrupted: Interrupted | None = None
+        verdict = "error"
+        try:
+            with interrupts_raise():
+                try:
+                    ctx = self._prepare(scenario, report)
+                    verdict = self._run_phases(scenario, ctx, report)
+                except Interrupted as exc:
+                    interrupted = exc
+                    report.error = str(exc)
+                    if report.phases and report.phases[-1].ok:
+                        report.phases[-1].ok = False
+                        report.phases[-1].error = str(exc)
+                except Exception as exc:
+                    report.error = _one_line(exc)
+                    if ctx is None:  # the cluster or namespace could not be prepared
+                        report.phases.append(PhaseResult("setup", ok=False, error=report.error))
+        except Interrupted as exc:  # a signal between the inner handler and here
+            interrupted = exc
+            report.error = str(exc)
+        with interrupts_deferred() as late:
+            if ctx is not None and verdict != "passed":
+                self._collect_artifacts(ctx, report)
+            teardown = self._teardown(scenario, ctx)
+            report.phases.append(teardown)
+            if not teardown.ok and verdict == "passed":
+                verdict = "error"
+                report.error = teardown.error
+            done = {p.name for p in report.phases}
+            for name in PHASES:
+                if name not in done:
+                    report.phases.insert(
+                        PHASES.index(name),
+                        PhaseResult(name, ok=False, skipped=True, error="not reached"),
+                    )
+            report.verdict = verdict if interrupted is None else "error"
+            report.seconds = time.monotonic() - t0
+            if ctx is not None:
+                report.series = ctx.series
+            write_json(report, self.report_dir)
+        if late and interrupted is None:
+            interrupted = Interrupted(late[0])
+        if interrupted is not None:
+            raise interrupted
+        return report
+
+    def _prepare(self, scenario: Scenario, report: ScenarioReport) -> RunContext:
+        kube = self.provider.prepare(scenario)
+        report.info.update(self.provider.info())
+        namespace = kube.create_namespace(scenario.id)
+        return RunContext(
+            scenario=scenario,
+            provider=self.provider,
+            kube=kube,
+            namespace=namespace,
+            report_dir=self.report_dir,
+            variables=self.provider.manifest_variables(),
+            log=lambda msg: self._emit(Event("log", scenario.id, "", msg)),
+        )
+
+    def _run_phases(self, scenario: Scenario, ctx: RunContext, report: ScenarioReport) -> str:
+        report.info["namespace"] = ctx.namespace
+        for phase in STEP_PHASES:
+            result = self._run_phase(scenario, ctx, phase)
+            report.phases.append(result)
+            if result.error:
+                return "error"
+            if not result.ok:
+                return _VERDICT_ON_FAILED_CHECK.get(phase, "error")
+        return "passed"
+
+    def _run_phase(self, scenario: Scenario, ctx: RunContext, phase: str) -> PhaseResult:
+        ctx.phase = phase
+        self._emit(Event("phase-start", scenario.id, phase))
+        result = PhaseResult(phase)
+        start = time.monotonic()
+        try:
+            fn = scenario.step(phase)
+            returned: Any = fn(ctx) if fn else None
+            values = ctx.take_measurements()
+            if isinstance(returned, Mapping):
+                values.update({k: float(v) for k, v in returned.items()})
+            elif returned is not None:
+                raise ScenarioDefinitionError(
+                    f"{scenario.id}: step {phase} returned {type(returned).__name__}; "
+                    "return a mapping of measurements or None"
+                )
+            result.measurements = _judge(phase, values, scenario)
+            result.ok = all(m.ok is not False for m in result.measurements.values())
+        except Interrupted:
+            result.ok = False
+            result.seconds = time.monotonic() - start
+            self._emit(Event("phase-end", scenario.id, phase, result=result))
+            raise
+        except Exception as exc:
+            result.ok = False
+            result.error = _one_line(exc)
+            ctx.state.setdefault("tracebacks", []).append(traceback.format_exc())
+        result.seconds = time.monotonic() - start
+        self._emit(Event("phase-end", scenario.id, phase, result=result))
+        return result
+
+    def _teardown(self, scenario: Scenario, ctx: RunContext | None) -> PhaseResult:
+        self._emit(Event("phase-start", scenario.id, "teardown"))
+        result = PhaseResult("teardown")
+        start = time.monotonic()
+        errors: list[str] = []
+        if ctx is not None:
+            ctx.phase = "teardown"
+            fn = scenario.step("teardown")
+            if fn is not None:
+                ctx.defer("scenario teardown step", lambda: fn(ctx))
+            for cleanup in reversed(ctx.cleanups):
+                try:
+                    cleanup.fn()
+                except Exception as exc:
+                    errors.append(f"{cleanup.what}: {_one_line(exc)}")
+            try:
+                ctx.kube.delete_namespace(ctx.namespace)
+            except Exception as exc:
+                errors.append(f"delete namespace {ctx.namespace}: {_one_line(exc)}")
+        if errors:
+            result.ok = False
+            result.error = "teardown left something behind: " + "; ".join(errors)
+        result.seconds = time.monotonic() - start
+        self._emit(Event("phase-end", scenario.id, "teardown", result=result))
+        return result
+
+    def _collect_artifacts(self, ctx: RunContext, report: ScenarioReport) -> None:
+        target = self.report_dir / f"{report.scenario}-artifacts"
+        try:
+            ctx.kube.dump_namespace(ctx.namespace, target)
+            self.provider.export_logs(target / "cluster")
+            tracebacks = ctx.state.get("tracebacks")
+            if tracebacks:
+                (target / "tracebacks.txt").write_text("\n".join(tracebacks))
+            report.artifacts = str(target)
+        except Exception as exc:
+            report.info["artifacts_error"] = _one_line(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, KfsError):
+        text = f"{type(exc).__name__}: {text}"
+    return text[:500]

@@ -1,0 +1,213 @@
+"""The Scenario contract: one published incident, made executable.
+
+A scenario is a folder ``scenarios/<id>/`` holding ``scenario.yaml`` (the story's
+metadata and the thresholds each phase is judged against), ``README.md``,
+``manifests/`` and ``steps.py``. The steps only act and measure; the runner
+decides the verdict by comparing measurements with the declared thresholds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import operator
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+from failure_stories.errors import ScenarioDefinitionError, UnknownScenarioError
+
+PHASES: tuple[str, ...] = (
+    "setup",
+    "steady-state",
+    "inject",
+    "symptom",
+    "mitigate",
+    "verify",
+    "teardown",
+)
+# Phases a scenario implements as functions in steps.py (teardown is the framework's,
+# plus whatever the steps deferred).
+STEP_PHASES: tuple[str, ...] = PHASES[:-1]
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|==|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: object) -> Threshold:
+        match = _THRESHOLD_RE.match(str(text))
+        if not match:
+            raise ScenarioDefinitionError(
+                f"bad threshold {text!r}: write an operator and a number, e.g. '>= 0.99'"
+            )
+        return cls(match.group(1), float(match.group(2)))
+
+    def holds(self, value: float) -> bool:
+        return _OPS[self.op](value, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class ScenarioMeta:
+    id: str
+    title: str
+    company: str
+    year: int
+    source: str
+    story: str
+    fault: str
+    symptom: str
+    mitigation: str
+    measured: Mapping[str, str]
+    checks: Mapping[str, Mapping[str, Threshold]]
+    kind_config: str
+    needs_real_node: bool = False
+    min_nodes: int = 1
+    briefing: str = ""
+    hints: tuple[str, ...] = ()
+    root_cause: str = ""
+    takeaways: tuple[str, ...] = ()
+
+
+StepFn = Callable[[Any], Any]
+
+
+@dataclass
+class Scenario:
+    meta: ScenarioMeta
+    path: Path
+    _module: ModuleType | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+    @property
+    def manifests(self) -> Path:
+        return self.path / "manifests"
+
+    def steps(self) -> ModuleType:
+        """Import steps.py lazily: listing scenarios must not import their code."""
+        if self._module is None:
+            file = self.path / "steps.py"
+            name = "kfs_scenario_" + self.id.replace("-", "_")
+            spec = importlib.util.spec_from_file_location(name, file)
+            if spec is None or spec.loader is None:
+                raise ScenarioDefinitionError(f"{self.id}: cannot import {file}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            self._module = module
+        return self._module
+
+    def step(self, phase: str) -> StepFn | None:
+        fn = getattr(self.steps(), phase.replace("-", "_"), None)
+        return fn if callable(fn) else None
+
+
+_REQUIRED = (
+    "id",
+    "title",
+    "company",
+    "year",
+    "source",
+    "story",
+    "fault",
+    "symptom",
+    "mitigation",
+    "measured",
+    "checks",
+    "kind_config",
+)
+
+
+def load_meta(path: Path) -> ScenarioMeta:
+    file = path / "scenario.yaml"
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioDefinitionError(f"{file}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ScenarioDefinitionError(f"{file}: expected a mapping")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise ScenarioDefinitionError(f"{file}: missing keys {', '.join(missing)}")
+    if raw["id"] != path.name:
+        raise ScenarioDefinitionError(f"{file}: id {raw['id']!r} must match folder {path.name!r}")
+    checks: dict[str, dict[str, Threshold]] = {}
+    for phase, items in (raw["checks"] or {}).items():
+        if phase not in STEP_PHASES:
+            raise ScenarioDefinitionError(f"{file}: checks for unknown phase {phase!r}")
+        checks[phase] = {name: Threshold.parse(t) for name, t in (items or {}).items()}
+    for needed in ("symptom", "verify"):
+        if not checks.get(needed):
+            raise ScenarioDefinitionError(
+                f"{file}: a scenario must declare {needed} checks, or it proves nothing"
+            )
+    return ScenarioMeta(
+        id=raw["id"],
+        title=raw["title"],
+        company=raw["company"],
+        year=int(raw["year"]),
+        source=raw["source"],
+        story=raw["story"].strip(),
+        fault=raw["fault"].strip(),
+        symptom=raw["symptom"].strip(),
+        mitigation=raw["mitigation"].strip(),
+        measured=dict(raw["measured"]),
+        checks=checks,
+        kind_config=raw["kind_config"],
+        needs_real_node=bool(raw.get("needs_real_node", False)),
+        min_nodes=int(raw.get("min_nodes", 1)),
+        briefing=str(raw.get("briefing", "")).strip(),
+        hints=tuple(raw.get("hints", ())),
+        root_cause=str(raw.get("root_cause", "")).strip(),
+        takeaways=tuple(raw.get("takeaways", ())),
+    )
+
+
+def scenarios_root() -> Path:
+    env = os.environ.get("KFS_SCENARIOS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def discover(root: Path | None = None) -> dict[str, Scenario]:
+    root = root or scenarios_root()
+    found: dict[str, Scenario] = {}
+    if not root.is_dir():
+        return found
+    for child in sorted(root.iterdir()):
+        if (child / "scenario.yaml").is_file():
+            found[child.name] = Scenario(load_meta(child), child)
+    return found
+
+
+def get(scenario_id: str, root: Path | None = None) -> Scenario:
+    known = discover(root)
+    if scenario_id not in known:
+        closest = difflib.get_close_matches(scenario_id, list(known), n=3, cutoff=0.3)
+        raise UnknownScenarioError(scenario_id, closest)
+    return known[scenario_id]
