@@ -1,0 +1,52 @@
+# kube-failure-stories. The two commands: `make run` and `make test`.
+# Every target installs what it needs first (idempotently; slow builds are cached
+# under $(KFS_CACHE)).
+SHELL := /bin/bash
+PY := .venv/bin/python
+KFS := .venv/bin/kfs
+export KFS_CACHE ?= $(HOME)/.cache/kfs
+REPORTS ?= reports
+PYTEST_ARGS ?=
+
+.PHONY: setup system venv binaries run test test-unit test-e2e lint bench clean-cluster
+
+setup: venv system binaries
+
+venv: .venv/.installed
+.venv/.installed: pyproject.toml requirements.lock
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+system:
+	scripts/install-system.sh
+
+# Kubernetes, etcd and kwok from their Go modules, the toolbox and pause images
+# from Debian packages: tens of minutes the first time, seconds afterwards.
+binaries: venv system
+	$(PY) -m failure_stories.prepare
+
+lint: venv
+	.venv/bin/ruff check src tests scenarios operator
+	.venv/bin/ruff format --check src tests scenarios operator
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+run: setup
+	$(KFS) run --all --report-dir $(REPORTS)
+
+test-unit: venv
+	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test-e2e: setup
+	.venv/bin/pytest tests/e2e scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
+
+test: setup lint
+	.venv/bin/pytest tests scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m failure_stories.bench --out bench.json
+
+clean-cluster: venv
+	$(KFS) cluster down

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the embedded cluster and the image build need.
+# Idempotent: does nothing (and needs no network) when everything is present.
+set -euo pipefail
+packages=(
+  containerd runc containernetworking-plugins   # the real node's runtime and CNI
+  iptables conntrack iproute2 ethtool socat      # kube-proxy, kubelet, port-forward
+  debootstrap gcc libc6-dev                      # the offline toolbox and pause images
+  tmux                                           # driving `kfs gameday` like a user
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-system: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-system: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+# containerd's package enables a system service with its own config; the local
+# provider runs its own containerd, so keep the distro one out of the way.
+if command -v systemctl >/dev/null && systemctl is-active -q containerd 2>/dev/null; then
+  systemctl disable --now containerd >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,118 @@
+"""The CLI: bad input gets one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from failure_stories.cli import cli
+
+
+def kfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "failure_stories", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_list_json_names_every_scenario():
+    out = CliRunner().invoke(cli, ["list", "--json"])
+    assert out.exit_code == 0
+    rows = {r["id"]: r for r in json.loads(out.output)}
+    moon = rows["moonlight-anti-affinity"]
+    assert moon["company"] == "Moonlight"
+    assert moon["year"] == "2019"
+    assert moon["source"].startswith("https://")
+
+
+def test_describe_tells_fault_symptom_fix_and_measurements():
+    out = CliRunner().invoke(cli, ["describe", "moonlight-anti-affinity"])
+    assert out.exit_code == 0
+    for word in ("Story", "Fault", "Symptom", "Mitigation", "outage_seconds", "== 0"):
+        assert word in out.output
+
+
+def test_unknown_scenario_is_one_line_with_suggestions():
+    done = kfs("run", "moonlite", "--provider", "existing")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "unknown scenario 'moonlite'" in lines[0]
+    assert "moonlight-anti-affinity" in lines[0]
+
+
+def test_run_without_ids_is_a_usage_error():
+    done = kfs("run")
+    assert done.returncode == 2
+    assert "name at least one scenario" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_existing_provider_refuses_a_context_not_allowed(tmp_path, monkeypatch):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: prod\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: prod, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    out = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "moonlight-anti-affinity",
+            "--provider",
+            "existing",
+            "--report-dir",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert out.exit_code == 1  # the verdict is error: nothing ran
+    report = json.loads((tmp_path / "r" / "moonlight-anti-affinity.json").read_text())
+    assert report["verdict"] == "error"
+    assert "refusing to inject faults into context 'prod'" in report["error"]
+    assert "--allow-context prod" in report["error"]
+
+
+def test_unknown_context_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    done = subprocess.run(
+        [sys.executable, "-m", "failure_stories", "cluster", "status", "--provider", "existing"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"KUBECONFIG": str(tmp_path / "missing"), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2
+    assert "no usable kubeconfig" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("missing", ["kind", "docker"])
+def test_missing_tool_says_what_to_install(missing, monkeypatch):
+    import shutil
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda t: None if t == missing else real(t) or t)
+    out = CliRunner().invoke(cli, ["cluster", "up", "--provider", "kind"])
+    assert out.exit_code == 2
+    assert f"{missing} is not installed" in out.output
+    assert "install" in out.output
+
+
+def test_help_lists_the_commands():
+    out = CliRunner().invoke(cli, ["--help"])
+    for cmd in ("list", "describe", "run", "cluster"):
+        assert cmd in out.output
+    assert Path("scenarios").is_dir()

@@ -1,0 +1,140 @@
+"""The runner decides verdicts from measurements and always tears down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failure_stories import scenario as scenarios
+from failure_stories.errors import Interrupted
+from failure_stories.runner import Runner
+from failure_stories.scenario import PHASES
+
+STEPS = """
+from pathlib import Path
+LOG = Path({log!r})
+
+def note(ctx, what):
+    with LOG.open("a") as f:
+        f.write(what + "\\n")
+
+def setup(ctx):
+    note(ctx, "setup")
+    ctx.defer("undo setup", lambda: note(ctx, "undo-setup"))
+
+def steady_state(ctx):
+    return {{"errors": 0}}
+
+def inject(ctx):
+    note(ctx, "inject")
+    ctx.defer("revert fault", lambda: note(ctx, "revert-fault"))
+    {inject_extra}
+
+def symptom(ctx):
+    ctx.record("errors", {symptom})
+    return {{"errors": {symptom}}}
+
+def mitigate(ctx):
+    note(ctx, "mitigate")
+
+def verify(ctx):
+    return {{"errors": {verify}}}
+"""
+
+
+def run(make_scenario: Any, provider: Any, tmp_path: Path, **kw: Any) -> Any:
+    log = tmp_path / "log.txt"
+    params = {"symptom": 9, "verify": 0, "inject_extra": "pass", "log": str(log)} | kw
+    folder = make_scenario(STEPS.format(**params))
+    s = scenarios.get("test-story", folder.parent)
+    report = Runner(provider, tmp_path / "reports").run(s)
+    lines = log.read_text().split() if log.exists() else []
+    return report, lines
+
+
+def test_passed_when_symptom_reproduces_and_fix_holds(make_scenario, provider, tmp_path):
+    report, log = run(make_scenario, provider, tmp_path)
+    assert report.verdict == "passed"
+    assert [p.name for p in report.phases] == list(PHASES)
+    assert report.phase("symptom").measurements["errors"].value == 9
+    assert report.phase("symptom").measurements["errors"].threshold == ">= 5"
+    assert report.phase("verify").measurements["errors"].ok is True
+    # cleanups run newest first, then the namespace goes
+    assert log == ["setup", "inject", "mitigate", "revert-fault", "undo-setup"]
+    assert provider.kube_.deleted == provider.kube_.namespaces
+    assert report.artifacts is None  # artifacts only on failure
+
+
+def test_not_reproduced_stops_before_mitigation(make_scenario, provider, tmp_path):
+    report, log = run(make_scenario, provider, tmp_path, symptom=2)
+    assert report.verdict == "not-reproduced"
+    assert "mitigate" not in log
+    assert report.phase("mitigate").skipped
+    assert report.phase("symptom").measurements["errors"].ok is False
+    assert log[-2:] == ["revert-fault", "undo-setup"]
+    assert Path(report.artifacts, "events.txt").exists()
+
+
+def test_not_fixed_when_verify_fails(make_scenario, provider, tmp_path):
+    report, _ = run(make_scenario, provider, tmp_path, verify=7)
+    assert report.verdict == "not-fixed"
+    assert not report.phase("verify").ok
+    assert report.phase("teardown").ok
+
+
+def test_error_on_exception_still_tears_down(make_scenario, provider, tmp_path):
+    report, log = run(make_scenario, provider, tmp_path, inject_extra="raise RuntimeError('boom')")
+    assert report.verdict == "error"
+    assert "RuntimeError: boom" in report.phase("inject").error
+    assert log[-2:] == ["revert-fault", "undo-setup"]
+    assert provider.kube_.deleted == provider.kube_.namespaces
+    tracebacks = Path(report.artifacts, "tracebacks.txt").read_text()
+    assert "boom" in tracebacks
+
+
+def test_sigint_in_a_phase_runs_teardown_then_reraises(make_scenario, provider, tmp_path):
+    extra = "import os, signal; os.kill(os.getpid(), signal.SIGINT)"
+    with pytest.raises(Interrupted):
+        run(make_scenario, provider, tmp_path, inject_extra=extra)
+    log = (tmp_path / "log.txt").read_text().split()
+    assert log == ["setup", "inject", "revert-fault", "undo-setup"]
+    data = json.loads((tmp_path / "reports" / "test-story.json").read_text())
+    assert data["verdict"] == "error"
+    assert data["error"] == "interrupted by SIGINT"
+    assert provider.kube_.deleted == provider.kube_.namespaces
+
+
+def test_sigterm_is_handled_like_ctrl_c(make_scenario, provider, tmp_path):
+    extra = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        run(make_scenario, provider, tmp_path, inject_extra=extra)
+    assert (tmp_path / "log.txt").read_text().split()[-1] == "undo-setup"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
+        signal.getsignal(signal.SIGTERM)
+    )
+    assert os.getpid() > 0
+
+
+def test_a_missing_measurement_is_an_error_not_a_pass(make_scenario, provider, tmp_path):
+    steps = STEPS.format(symptom=9, verify=0, inject_extra="pass", log=str(tmp_path / "l"))
+    steps = steps.replace('return {"errors": 0}', "return {}")
+    folder = make_scenario(steps)
+    report = Runner(provider, tmp_path / "r").run(scenarios.get("test-story", folder.parent))
+    assert report.verdict == "error"
+    assert "did not report errors" in report.phase("steady-state").error
+
+
+def test_json_report_follows_the_contract(make_scenario, provider, tmp_path):
+    report, _ = run(make_scenario, provider, tmp_path)
+    data = json.loads((tmp_path / "reports" / "test-story.json").read_text())
+    assert set(data) >= {"scenario", "verdict", "provider", "started_at", "seconds", "phases"}
+    assert data["provider"] == "stub"
+    symptom = next(p for p in data["phases"] if p["name"] == "symptom")
+    assert symptom["measurements"]["errors"] == {"value": 9.0, "threshold": ">= 5", "ok": True}
+    assert data["series"]["errors"][0][1] == 9.0
+    assert data["seconds"] == pytest.approx(report.seconds, abs=0.01)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from failure_stories import scenario as scenarios
+from failure_stories.errors import ScenarioDefinitionError, UnknownScenarioError
+from failure_stories.scenario import Threshold
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "holds"),
+    [
+        (">= 0.99", 0.99, True),
+        ("<= 0.05", 0.06, False),
+        ("== 1", 1, True),
+        ("> 0", 0, False),
+        ("< 3", 2.5, True),
+    ],
+)
+def test_thresholds(text, value, holds):
+    assert Threshold.parse(text).holds(value) is holds
+
+
+@pytest.mark.parametrize("bad", ["0.99", ">=", "about 3", "=> 1"])
+def test_bad_threshold_says_how_to_write_one(bad):
+    with pytest.raises(ScenarioDefinitionError, match="e.g. '>= 0.99'"):
+        Threshold.parse(bad)
+
+
+def test_unknown_id_suggests_the_closest(make_scenario):
+    folder = make_scenario("", scenario_id="moonlight-anti-affinity")
+    with pytest.raises(UnknownScenarioError, match="did you mean moonlight-anti-affinity"):
+        scenarios.get("moonlight", folder.parent)
+
+
+def test_a_scenario_must_declare_symptom_and_verify_checks(make_scenario):
+    yaml_text = (
+        "id: x\ntitle: t\ncompany: c\nyear: 2020\nsource: s\nkind_config: k\nstory: s\n"
+        "fault: f\nsymptom: s\nmitigation: m\nmeasured: {}\nchecks: {symptom: {a: '> 0'}}\n"
+    )
+    folder = make_scenario("", scenario_id="x", yaml_text=yaml_text)
+    with pytest.raises(ScenarioDefinitionError, match="verify checks"):
+        scenarios.discover(folder.parent)
+
+
+def test_the_shipped_scenarios_are_well_formed():
+    found = scenarios.discover()
+    assert "moonlight-anti-affinity" in found
+    for s in found.values():
+        assert (s.path / "README.md").is_file(), s.id
+        assert s.meta.source.startswith("https://"), s.id
+        assert (s.path / "steps.py").is_file(), s.id
+        for phase in ("setup", "symptom", "mitigate", "verify"):
+            assert s.step(phase) is not None, (s.id, phase)
