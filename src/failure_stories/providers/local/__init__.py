@@ -13,6 +13,7 @@ from failure_stories.kube import Kube
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.local import binaries, controlplane, simulated
 from failure_stories.providers.local import layout as L
+from failure_stories.providers.local.node import RealNode
 from failure_stories.providers.local.processes import Supervisor
 from failure_stories.wait import wait_for
 
@@ -23,6 +24,7 @@ class LocalProvider(Provider):
     def __init__(self, paths: L.Paths | None = None) -> None:
         self.paths = paths or L.Paths.default()
         self.sup = Supervisor(self.paths.root)
+        self.node = RealNode(self.paths, self.sup)
         self._kube: Kube | None = None
 
     @property
@@ -35,7 +37,10 @@ class LocalProvider(Provider):
     def up(self) -> None:
         binaries.ensure()
         self.paths.root.mkdir(parents=True, exist_ok=True)
+        # The bridge carries the API server's advertised address, so it comes first.
+        self.node.prepare_host()
         controlplane.start(self.paths, self.sup)
+        self.node.start()
         kube = self.kube()
         wait_for(
             lambda: kube.core.list_namespaced_service_account("default").items,
@@ -43,13 +48,15 @@ class LocalProvider(Provider):
             timeout=60,
         )
         simulated.ensure(kube)
+        nodes = (L.REAL_NODE, *L.SIMULATED_NODES)
         wait_for(
-            lambda: all(kube.node_ready(n) for n in L.SIMULATED_NODES),
-            what=f"simulated nodes {', '.join(L.SIMULATED_NODES)} Ready",
-            timeout=60,
+            lambda: all(kube.node_ready(n) for n in nodes),
+            what=f"nodes {', '.join(nodes)} Ready",
+            timeout=90,
         )
 
     def down(self) -> None:
+        self.node.stop()
         controlplane.stop(self.sup)
         for name in self.sup.names():  # anything a newer version of us started
             self.sup.stop(name)

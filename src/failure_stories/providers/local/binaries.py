@@ -12,6 +12,7 @@ from failure_stories.errors import MissingToolError, ProviderError
 
 KUBERNETES_VERSION = "v1.34.4"
 KWOK_VERSION = "v0.7.0"
+CRICTL_VERSION = "v1.34.0"
 K8S_COMMANDS = (
     "etcd",
     "kube-apiserver",
@@ -32,18 +33,21 @@ def k8s_dir() -> Path:
     return cache_dir() / f"k8s-{KUBERNETES_VERSION}"
 
 
-def kwok_dir() -> Path:
-    return cache_dir() / f"kwok-{KWOK_VERSION}"
+# Small tools that install with a plain `go install`: command -> (module path, version).
+GO_INSTALLS = {
+    "kwok": ("sigs.k8s.io/kwok/cmd/kwok", KWOK_VERSION),
+    "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", CRICTL_VERSION),
+}
 
 
 def path(command: str) -> Path:
-    if command == "kwok":
-        return kwok_dir() / "kwok"
+    if command in GO_INSTALLS:
+        return cache_dir() / f"{command}-{GO_INSTALLS[command][1]}" / command
     return k8s_dir() / command
 
 
 def missing() -> list[str]:
-    return [c for c in (*K8S_COMMANDS, "kwok") if not os.access(path(c), os.X_OK)]
+    return [c for c in (*K8S_COMMANDS, *GO_INSTALLS) if not os.access(path(c), os.X_OK)]
 
 
 def ensure(build: bool = True) -> None:
@@ -62,13 +66,13 @@ def ensure(build: bool = True) -> None:
     if any(c in K8S_COMMANDS for c in todo):
         script = REPO / "build" / "k8s" / "build.sh"
         _run([str(script), str(k8s_dir())], "build Kubernetes components")
-    if "kwok" in todo:
-        kwok_dir().mkdir(parents=True, exist_ok=True)
-        _run(
-            ["go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
-            "install kwok",
-            env={"GOBIN": str(kwok_dir())},
-        )
+    for command, (module, version) in GO_INSTALLS.items():
+        if command in todo:
+            _run(
+                ["go", "install", f"{module}@{version}"],
+                f"install {command}",
+                env={"GOBIN": str(path(command).parent)},
+            )
 
 
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:

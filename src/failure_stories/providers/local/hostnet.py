@@ -1,0 +1,108 @@
+"""Host networking the real node needs, recorded so `down` can undo exactly it:
+the pod bridge, forwarding and bridge-netfilter sysctls, and the iptables chains
+that kube-proxy and the CNI plugins leave behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+from failure_stories.errors import ProviderError
+from failure_stories.providers.base import run
+from failure_stories.providers.local import layout as L
+
+SYSCTLS = {
+    "net/ipv4/ip_forward": "1",
+    # Pod-to-Service replies on the same bridge must cross iptables for the DNAT
+    # to be undone; the kernel has br_netfilter built in.
+    "net/bridge/bridge-nf-call-iptables": "1",
+}
+# Chains created on our behalf: kube-proxy's, the CNI plugins' and scenarios'.
+OUR_CHAIN = re.compile(r"^(KUBE-|CNI-|KFS-)")
+
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key
+
+
+def apply_sysctls(record: Path) -> None:
+    """Set the sysctls, remembering the values found the first time."""
+    saved: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
+    for key, value in SYSCTLS.items():
+        path = _sysctl_path(key)
+        if not path.exists():
+            raise ProviderError(f"sysctl {key} is missing on this kernel")
+        saved.setdefault(key, path.read_text().strip())
+        path.write_text(value)
+    record.write_text(json.dumps(saved))
+
+
+def restore_sysctls(record: Path) -> None:
+    if not record.exists():
+        return
+    for key, value in json.loads(record.read_text()).items():
+        with contextlib.suppress(OSError):
+            _sysctl_path(key).write_text(value)
+    record.unlink()
+
+
+def link_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def ensure_bridge() -> None:
+    """The pod bridge, with the gateway address the API server advertises."""
+    if not link_exists(L.BRIDGE):
+        run(["ip", "link", "add", L.BRIDGE, "type", "bridge"])
+    addrs = run(["ip", "-o", "-4", "addr", "show", "dev", L.BRIDGE])
+    if f" {L.BRIDGE_IP}/" not in addrs:
+        prefix = L.POD_CIDR.split("/")[1]
+        run(["ip", "addr", "add", f"{L.BRIDGE_IP}/{prefix}", "dev", L.BRIDGE])
+    run(["ip", "link", "set", L.BRIDGE, "up"])
+
+
+def delete_bridge() -> None:
+    if link_exists(L.BRIDGE):
+        run(["ip", "link", "delete", L.BRIDGE], check=False)
+
+
+def host_veths() -> list[str]:
+    """veth ends attached to our bridge (the CNI plugin names them vethXXXX)."""
+    brif = Path(f"/sys/class/net/{L.BRIDGE}/brif")
+    return sorted(p.name for p in brif.iterdir()) if brif.exists() else []
+
+
+def our_chains() -> dict[str, list[str]]:
+    """Chains in the filter and nat tables that belong to us, by table."""
+    out: dict[str, list[str]] = {}
+    for table in ("filter", "nat", "mangle"):
+        rules = run(["iptables", "-w", "-t", table, "-S"], check=False)
+        names = [line.split()[1] for line in rules.splitlines() if line.startswith("-N ")]
+        out[table] = [n for n in names if OUR_CHAIN.match(n)]
+    return out
+
+
+def sweep_iptables() -> None:
+    """Remove every rule that jumps to one of our chains, then the chains."""
+    for table, chains in our_chains().items():
+        if not chains:
+            continue
+        rules = run(["iptables", "-w", "-t", table, "-S"], check=False).splitlines()
+        for line in rules:
+            parts = shlex.split(line)
+            if parts[:1] != ["-A"] or OUR_CHAIN.match(parts[1]):
+                continue
+            if "-j" in parts and OUR_CHAIN.match(parts[parts.index("-j") + 1]):
+                subprocess.run(
+                    ["iptables", "-w", "-t", table, "-D", *parts[1:]],
+                    capture_output=True,
+                    check=False,
+                )
+        for chain in chains:
+            run(["iptables", "-w", "-t", table, "-F", chain], check=False)
+        for chain in chains:
+            run(["iptables", "-w", "-t", table, "-X", chain], check=False)
