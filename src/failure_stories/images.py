@@ -431,7 +431,9 @@ def _run(cmd: list[str], what: str, log_file: Path | None = None, **kw: Any) -> 
         raise ProviderError(f"{what} failed with exit code {proc.returncode}: {last}{where}")
 
 
-def debian_mirror(suite: str = DEBIAN_SUITE) -> tuple[str, str | None]:
+def debian_mirror(
+    suite: str = DEBIAN_SUITE, apt_dir: Path = Path("/etc/apt")
+) -> tuple[str, str | None]:
     """The URI (and keyring, if any) apt is configured to use for ``suite``.
 
     Read from apt's own config at run time so that the mirror is whatever this
@@ -440,7 +442,7 @@ def debian_mirror(suite: str = DEBIAN_SUITE) -> tuple[str, str | None]:
     override = os.environ.get("KFS_DEBIAN_MIRROR")
     if override:
         return override, None
-    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    sources = sorted((apt_dir / "sources.list.d").glob("*.sources"))
     for src in sources:
         for stanza in re.split(r"\n\s*\n", src.read_text()):
             fields: dict[str, str] = {}
@@ -457,8 +459,8 @@ def debian_mirror(suite: str = DEBIAN_SUITE) -> tuple[str, str | None]:
                 keyring = fields.get("signed-by")
                 if keyring is not None and not keyring.startswith("/"):
                     keyring = None  # an inline key block; debootstrap cannot take it
-                return fields["uris"].split()[0], keyring
-    lists = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+                return fields["uris"].split()[0], keyring.split()[0] if keyring else None
+    lists = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
     for lst in lists:
         if not lst.is_file():
             continue
@@ -467,7 +469,7 @@ def debian_mirror(suite: str = DEBIAN_SUITE) -> tuple[str, str | None]:
             if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
                 return words[1], None
     raise ProviderError(
-        f"no apt source for Debian {suite} found in /etc/apt; set KFS_DEBIAN_MIRROR to a mirror URI"
+        f"no apt source for Debian {suite} in {apt_dir}; set KFS_DEBIAN_MIRROR to a mirror URI"
     )
 
 
@@ -743,10 +745,15 @@ def containerd_images(ctr: str, address: str, namespace: str) -> dict[str, str]:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise ProviderError(f"ctr images ls against {address} failed: {last}")
+    return parse_ctr_images_ls(done.stdout)
+
+
+def parse_ctr_images_ls(text: str) -> dict[str, str]:
+    """ref -> digest from ``ctr images ls`` output."""
     found: dict[str, str] = {}
     # Columns: REF TYPE DIGEST SIZE PLATFORMS LABELS; SIZE holds a space, so
     # only the first three fields are positional.
-    for line in done.stdout.splitlines()[1:]:
+    for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 3 and fields[2].startswith("sha256:"):
             found[fields[0]] = fields[2]

@@ -23,7 +23,7 @@ def test_thresholds(text, value, holds):
 
 @pytest.mark.parametrize("bad", ["0.99", ">=", "about 3", "=> 1"])
 def test_bad_threshold_says_how_to_write_one(bad):
-    with pytest.raises(ScenarioDefinitionError, match="e.g. '>= 0.99'"):
+    with pytest.raises(ScenarioDefinitionError, match=r"e\.g\. '>= 0\.99'"):
         Threshold.parse(bad)
 
 

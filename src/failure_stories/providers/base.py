@@ -76,6 +76,10 @@ class Provider(abc.ABC):
         """Undo stop_node."""
         raise ProviderError(f"the {self.name} provider cannot restore node {node}")
 
+    def read_cgroup(self, pod: Any, container: str, controller: str, filename: str) -> str:
+        """Read a cgroup file of a running container, as seen from its node."""
+        raise ProviderError(f"the {self.name} provider cannot read container cgroups")
+
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         """Run a command in the node's host context; return stdout."""
         raise ProviderError(f"the {self.name} provider gives no shell on node {node}")

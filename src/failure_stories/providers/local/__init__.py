@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from failure_stories.errors import ClusterUnreachableError
+from failure_stories.errors import ClusterUnreachableError, ProviderError
 from failure_stories.kube import Kube
-from failure_stories.providers.base import ClusterStatus, Provider
+from failure_stories.providers.base import ClusterStatus, Provider, run
 from failure_stories.providers.local import binaries, controlplane, simulated
 from failure_stories.providers.local import layout as L
-from failure_stories.providers.local.node import RealNode
+from failure_stories.providers.local.node import CGROUP_ROOT, RealNode
 from failure_stories.providers.local.processes import Supervisor
 from failure_stories.wait import wait_for
 
@@ -92,6 +92,29 @@ class LocalProvider(Provider):
         for log in self.paths.logs.glob("*.log"):
             text = log.read_text(errors="replace").splitlines()[-3000:]
             (target / log.name).write_text("\n".join(text) + "\n")
+
+    # -- the real node, as scenarios measure and change it --------------------------
+    def container_cgroup(self, pod: Any, container: str, controller: str) -> Path:
+        """Host path of a container's cgroup (cgroup v1, cgroupfs driver)."""
+        status = next((c for c in pod.status.container_statuses or [] if c.name == container), None)
+        if status is None or not status.container_id:
+            raise ProviderError(f"container {container} of {pod.metadata.name} is not running")
+        cid = status.container_id.split("://", 1)[1]
+        uid = pod.metadata.uid
+        base = Path("/sys/fs/cgroup") / controller / CGROUP_ROOT / "kubepods"
+        for pattern in (f"pod{uid}/{cid}", f"*/pod{uid}/{cid}"):
+            found = list(base.glob(pattern))
+            if found:
+                return found[0]
+        raise ProviderError(f"no {controller} cgroup for {pod.metadata.name}/{container}")
+
+    def read_cgroup(self, pod: Any, container: str, controller: str, filename: str) -> str:
+        return (self.container_cgroup(pod, container, controller) / filename).read_text()
+
+    def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
+        if node != L.REAL_NODE:
+            return super().node_exec(node, argv, check)
+        return run(argv, check=check)
 
     # -- node failure, as the node-lifecycle controller sees it --------------------
     def stop_node(self, node: str) -> None:

@@ -1,0 +1,260 @@
+"""Acceptance of the local provider's real node: every test runs real pods on the
+real kubelet + containerd + runc, through the real API server."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from failure_stories import netns
+from failure_stories.images import TOOLBOX_IMAGE
+from failure_stories.kube import Kube, pod_ready
+from failure_stories.providers.base import REAL_NODE_LABEL
+from failure_stories.providers.local import layout as L
+from failure_stories.wait import wait_for
+
+
+def pod(name: str, command: list[str], **spec: object) -> dict:
+    container = {
+        "name": "main",
+        "image": TOOLBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": command,
+    }
+    container.update(spec.pop("container", {}))  # type: ignore[arg-type]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "nodeSelector": {REAL_NODE_LABEL: "true"},
+            "containers": [container],
+            "terminationGracePeriodSeconds": 1,
+            **spec,
+        },
+    }
+
+
+def wait_phase(kube: Kube, ns: str, name: str, phases: set[str], timeout: float = 60) -> None:
+    wait_for(
+        lambda: kube.core.read_namespaced_pod(name, ns).status.phase in phases,
+        what=f"pod {name} in {phases}",
+        timeout=timeout,
+    )
+
+
+def test_one_real_node_ready_beside_the_simulated_ones(kube: Kube):
+    nodes = {n.metadata.name: n for n in kube.core.list_node().items}
+    assert set(nodes) == {L.REAL_NODE, *L.SIMULATED_NODES}
+    real = nodes[L.REAL_NODE]
+    assert kube.node_ready(real)
+    info = real.status.node_info
+    assert info.kernel_version == platform.release()
+    assert info.container_runtime_version.startswith("containerd://1.")
+    assert info.kubelet_version == "v1.34.4"
+    assert real.metadata.labels[REAL_NODE_LABEL] == "true"
+    assert "kwok.x-k8s.io/node" not in (real.metadata.annotations or {})
+    for name in L.SIMULATED_NODES:
+        assert kube.node_ready(nodes[name])
+
+
+def test_logs_and_exec_through_the_api_server(kube, namespace, kubectl):
+    kube.apply(
+        [pod("hello", ["python3", "-c", "print(6 * 7); import time; time.sleep(600)"])], namespace
+    )
+    wait_phase(kube, namespace, "hello", {"Running"})
+    wait_for(
+        lambda: "42" in kubectl("logs", "-n", namespace, "hello").stdout,
+        what="the pod's output in kubectl logs",
+        timeout=30,
+    )
+    out = kubectl("exec", "-n", namespace, "hello", "--", "redis-server", "--version").stdout
+    assert out.startswith("Redis server v=")
+
+
+def test_readiness_probes_gate_endpoints_and_liveness_restarts(kube, namespace):
+    http = pod(
+        "web",
+        ["python3", "/opt/kfs/workloads/httpbin.py", "--port", "8080"],
+        container={
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
+        },
+    )
+    gated = pod(
+        "gated",
+        ["sh", "-c", "sleep 600"],
+        container={
+            "readinessProbe": {
+                "exec": {"command": ["test", "-f", "/tmp/ready"]},
+                "periodSeconds": 1,
+            }
+        },
+    )
+    gated["metadata"]["labels"]["app"] = "web"  # behind the same Service
+    dying = pod(
+        "dying",
+        ["sleep", "600"],
+        container={
+            "livenessProbe": {
+                "exec": {"command": ["false"]},
+                "periodSeconds": 1,
+                "failureThreshold": 1,
+            }
+        },
+    )
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    kube.apply([http, gated, dying, svc], namespace)
+    wait_for(
+        lambda: kube.ready_endpoints(namespace, "web") == 1,
+        what="only the httpGet-ready pod behind the Service",
+        timeout=60,
+    )
+    gated_pod = kube.core.read_namespaced_pod("gated", namespace)
+    assert gated_pod.status.phase == "Running" and not pod_ready(gated_pod)
+    kube.core.connect_get_namespaced_pod_exec(
+        "gated", namespace, command=["touch", "/tmp/ready"], stderr=True, stdout=True
+    )
+    wait_for(
+        lambda: kube.ready_endpoints(namespace, "web") == 2,
+        what="the exec-probed pod to join the endpoints",
+        timeout=30,
+    )
+    wait_for(
+        lambda: (
+            (
+                kube.core.read_namespaced_pod("dying", namespace)
+                .status.container_statuses[0]
+                .restart_count
+            )
+            >= 2
+        ),
+        what="the kubelet to restart a container whose liveness probe fails",
+        timeout=90,
+    )
+
+
+def test_cpu_limit_is_a_real_cfs_quota(kube, namespace, kfs_provider):
+    burst = (
+        "import os, time\n"
+        "while True:\n"
+        "    t = time.monotonic()\n"
+        "    while time.monotonic() - t < 0.05: pass\n"
+        "    time.sleep(0.05)\n"
+    )
+    spec = pod(
+        "bursty",
+        ["python3", "-c", burst],
+        container={"resources": {"limits": {"cpu": "200m", "memory": "128Mi"}}},
+    )
+    kube.apply([spec], namespace)
+    wait_phase(kube, namespace, "bursty", {"Running"})
+    stat = (
+        kfs_provider.container_cgroup(
+            kube.core.read_namespaced_pod("bursty", namespace), "main", "cpu"
+        )
+        / "cpu.stat"
+    )
+    quota = int((stat.parent / "cpu.cfs_quota_us").read_text())
+    period = int((stat.parent / "cpu.cfs_period_us").read_text())
+    assert quota == period * 200 // 1000  # 200m of a 100 ms period
+
+    def throttled() -> int:
+        fields = dict(line.split() for line in stat.read_text().splitlines())
+        return int(fields["nr_throttled"])
+
+    first = throttled()
+    wait_for(lambda: throttled() > first + 5, what="nr_throttled to grow", timeout=30)
+
+
+def test_memory_limit_kills_and_restarts(kube, namespace):
+    hog = pod(
+        "hog",
+        ["python3", "-c", "b = bytearray(200 * 1024 * 1024); import time; time.sleep(600)"],
+        container={"resources": {"limits": {"memory": "64Mi"}}},
+    )
+    kube.apply([hog], namespace)
+
+    def oom_restarted() -> bool:
+        st = kube.core.read_namespaced_pod("hog", namespace).status.container_statuses
+        if not st or st[0].restart_count < 1:
+            return False
+        last = st[0].last_state.terminated
+        return last is not None and last.reason == "OOMKilled"
+
+    wait_for(oom_restarted, what="an OOMKilled container restarted by the kubelet", timeout=90)
+
+
+def test_clusterip_service_reaches_pods_from_another_pod(kube, namespace, kubectl):
+    server = pod(
+        "server",
+        ["python3", "/opt/kfs/workloads/httpbin.py", "--port", "8080"],
+        container={
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
+        },
+    )
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "server"},
+        "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    client = pod("client", ["sleep", "600"])
+    kube.apply([server, svc, client], namespace)
+    wait_for(
+        lambda: kube.ready_endpoints(namespace, "server") == 1, what="server ready", timeout=60
+    )
+    wait_phase(kube, namespace, "client", {"Running"})
+    ip = kube.core.read_namespaced_service("server", namespace).spec.cluster_ip
+    out = kubectl(
+        "exec", "-n", namespace, "client", "--", "curl", "-sS", "-m", "5", f"http://{ip}/healthz"
+    ).stdout
+    assert out.strip() == "ok"
+
+
+def test_external_call_needs_the_node_snat(kube, namespace, kubectl):
+    outside = netns.create("198.51.100.0/24")
+    rule = [
+        "-t",
+        "nat",
+        "-I",
+        "POSTROUTING",
+        "1",
+        "-s",
+        L.POD_CIDR,
+        "-d",
+        outside.subnet,
+        "-j",
+        "RETURN",
+    ]
+    try:
+        outside.serve_http(80, "hello from outside")
+        kube.apply([pod("caller", ["sleep", "600"])], namespace)
+        wait_phase(kube, namespace, "caller", {"Running"})
+        url = f"http://{outside.address}/"
+        ok = kubectl("exec", "-n", namespace, "caller", "--", "curl", "-sS", "-m", "3", url)
+        assert ok.stdout == "hello from outside"
+        import subprocess
+
+        subprocess.run(["iptables", "-w", *rule], check=True)
+        t0 = time.monotonic()
+        bad = kubectl(
+            "exec", "-n", namespace, "caller", "--", "curl", "-sS", "-m", "3", url, check=False
+        )
+        assert bad.returncode != 0
+        assert "timed out" in bad.stderr.lower()
+        assert time.monotonic() - t0 >= 3
+    finally:
+        import subprocess
+
+        rule[rule.index("-I")] = "-D"
+        rule.remove("1")
+        subprocess.run(["iptables", "-w", *rule], check=False, capture_output=True)
+        outside.delete()
+    assert outside.name not in netns.leftovers()
+    assert not Path(f"/sys/class/net/{outside.host_veth}").exists()
