@@ -394,11 +394,14 @@ def archive_manifest_digest(archive: Path) -> str:
 # --------------------------------------------------------------------------- tools
 
 
+# debootstrap lives in /usr/sbin, which a non-login root shell often lacks in PATH.
+_SBIN_DIRS: tuple[str, ...] = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
 def _require(tool: str, how: str) -> str:
     found = shutil.which(tool)
     if found is None:
-        # /usr/sbin is often missing from a non-login root PATH.
-        for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
+        for d in _SBIN_DIRS:
             candidate = Path(d) / tool
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
@@ -411,16 +414,31 @@ def _debian_arch() -> str:
 
 
 def _go_arch() -> str:
+    # OCI platforms use Go's names; they match Debian's for amd64 and arm64,
+    # the only two this suite runs on.
     return _debian_arch()
 
 
-def _run(cmd: list[str], what: str, log_file: Path | None = None, **kw: Any) -> None:
-    """Run ``cmd``; on failure raise a one-line ProviderError naming the log."""
+def _run(
+    cmd: list[str],
+    what: str,
+    log_file: Path | None = None,
+    redact: str | None = None,
+    **kw: Any,
+) -> None:
+    """Run ``cmd``; on failure raise a one-line ProviderError naming the log.
+
+    ``redact`` is replaced in the kept log and the message: the mirror URI is
+    a detail of the build machine and is not to be written down anywhere.
+    """
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("wb") as fh:
             proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, **kw)
         output = log_file.read_text(errors="replace")
+        if redact:
+            output = output.replace(redact, "<mirror>")
+            log_file.write_text(output)
     else:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
         proc, output = done, (done.stdout or "") + (done.stderr or "")
@@ -641,7 +659,7 @@ def build_base_layer(cache: Path, log: Log = print) -> Blob:
     try:
         # Anything touched from here on was made by this build, so gets FIXED_MTIME.
         built_since = started - 1
-        _run(cmd, "debootstrap", log_file=log_file, env=_apt_proxy_env())
+        _run(cmd, "debootstrap", log_file=log_file, redact=mirror, env=_apt_proxy_env())
         log(f"toolbox base: debootstrap took {time.time() - started:.0f}s; cleaning and packing")
         _clean_rootfs(work)
         blob = write_layer(
@@ -725,6 +743,9 @@ def build_images(
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     src = images_dir if images_dir is not None else IMAGES_DIR
     with _locked(cache):
+        # Under the lock no other build is running, so any .part is a crash's leftover.
+        for stale in cache.glob("*.part"):
+            stale.unlink()
         return {
             TOOLBOX_IMAGE: _build_toolbox(cache, src, log),
             PAUSE_IMAGE: _build_pause(cache, src, log),
@@ -819,9 +840,6 @@ def wait_for_containerd(address: str, timeout: float = 30) -> None:
         )
 
     wait_for(answers, what=f"containerd on {address}", timeout=timeout, interval=0.2)
-
-
-_DOCKERFILE = IMAGES_DIR / "toolbox" / "Dockerfile"
 
 
 def docker_build_context(cache_dir: Path | None = None, *, images_dir: Path | None = None) -> Path:

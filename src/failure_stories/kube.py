@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import secrets
 import string
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import urllib3
 import yaml
-from kubernetes import client, config, dynamic
+from kubernetes import client, config, dynamic, stream
 from kubernetes.client.rest import ApiException
 
-from failure_stories.errors import ClusterUnreachableError, TransientError
+from failure_stories.errors import ClusterUnreachableError, TransientError, WaitTimeout
 from failure_stories.wait import wait_for
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -165,7 +166,12 @@ class Kube:
     def node_ready(self, node: Any) -> bool:
         """Ready condition of a node, given by name or as a V1Node."""
         if isinstance(node, str):
-            node = self.core.read_node(node)
+            try:
+                node = self.core.read_node(node)
+            except ApiException as exc:
+                if exc.status == 404:  # not registered (yet)
+                    return False
+                raise
         return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
 
     def node_summaries(self, kind_of: Callable[[Any], str]) -> list[dict[str, str]]:
@@ -193,6 +199,44 @@ class Kube:
             )
 
         wait_for(done, what=f"deployment {namespace}/{deployment} rolled out", timeout=timeout)
+
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        argv: list[str],
+        timeout: float = 120,
+        container: str | None = None,
+    ) -> tuple[int, str, str]:
+        """Run a command in a container through the API server (like kubectl exec)."""
+        resp = stream.stream(
+            self.core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            command=argv,
+            container=container,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+        out: list[str] = []
+        err: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while resp.is_open():
+                if time.monotonic() > deadline:
+                    raise WaitTimeout(f"exec {' '.join(argv)} in {pod} ran over {timeout:g}s")
+                resp.update(timeout=1)
+                if resp.peek_stdout():
+                    out.append(resp.read_stdout())
+                if resp.peek_stderr():
+                    err.append(resp.read_stderr())
+            code = resp.returncode
+        finally:
+            resp.close()
+        return (code if code is not None else -1), "".join(out), "".join(err)
 
     # -- artifacts --------------------------------------------------------------
     def dump_namespace(self, namespace: str, target: Path) -> None:

@@ -15,6 +15,7 @@ from failure_stories.errors import ProviderError
 
 if TYPE_CHECKING:
     from failure_stories.kube import Kube
+    from failure_stories.netns import OutsideHost
     from failure_stories.scenario import Scenario
 
 # Label every provider puts on nodes that really run containers, so manifests
@@ -59,10 +60,21 @@ class Provider(abc.ABC):
         """Facts worth recording in every report (versions, kernel...)."""
         return {}
 
+    # The pod network, for node-level rules that must match pod traffic.
+    pod_cidr = "10.244.0.0/16"
+
     def manifest_variables(self) -> dict[str, str]:
         from failure_stories.images import PAUSE_IMAGE, TOOLBOX_IMAGE
 
-        return {"TOOLBOX_IMAGE": TOOLBOX_IMAGE, "PAUSE_IMAGE": PAUSE_IMAGE}
+        return {
+            "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
+            "PAUSE_IMAGE": PAUSE_IMAGE,
+            "POD_CIDR": self.pod_cidr,
+        }
+
+    def outside_host(self, subnet: str) -> OutsideHost:
+        """A host outside the cluster, reachable from the real node (see netns)."""
+        raise ProviderError(f"the {self.name} provider cannot create outside hosts yet")
 
     def export_logs(self, target: Path) -> None:  # noqa: B027 - optional hook
         """Copy cluster component logs into ``target`` (on failure)."""

@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from failure_stories import netns
 from failure_stories.errors import ClusterUnreachableError, ProviderError
 from failure_stories.kube import Kube
+from failure_stories.netns import OutsideHost
 from failure_stories.providers.base import ClusterStatus, Provider, run
 from failure_stories.providers.local import binaries, controlplane, simulated
 from failure_stories.providers.local import layout as L
@@ -26,6 +28,7 @@ class LocalProvider(Provider):
         self.sup = Supervisor(self.paths.root)
         self.node = RealNode(self.paths, self.sup)
         self._kube: Kube | None = None
+        self._kube_stamp = 0
 
     @property
     def kubeconfig(self) -> Path:
@@ -65,12 +68,16 @@ class LocalProvider(Provider):
             shutil.rmtree(self.paths.root)
 
     def kube(self) -> Kube:
-        if self._kube is None:
-            if not self.kubeconfig.exists():
-                raise ClusterUnreachableError(
-                    "the local cluster is not running: start it with `kfs cluster up`"
-                )
+        try:
+            stamp = self.kubeconfig.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise ClusterUnreachableError(
+                "the local cluster is not running: start it with `kfs cluster up`"
+            ) from None
+        # Another process may have recreated the cluster (new CA, new kubeconfig).
+        if self._kube is None or self._kube_stamp != stamp:
             self._kube = Kube(self.kubeconfig)
+            self._kube_stamp = stamp
         return self._kube
 
     def status(self) -> ClusterStatus:
@@ -110,6 +117,11 @@ class LocalProvider(Provider):
 
     def read_cgroup(self, pod: Any, container: str, controller: str, filename: str) -> str:
         return (self.container_cgroup(pod, container, controller) / filename).read_text()
+
+    pod_cidr = L.CLUSTER_CIDR
+
+    def outside_host(self, subnet: str) -> OutsideHost:
+        return netns.create(subnet)
 
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         if node != L.REAL_NODE:

@@ -21,6 +21,17 @@ SYSCTLS = {
     # to be undone; the kernel has br_netfilter built in.
     "net/bridge/bridge-nf-call-iptables": "1",
 }
+# Set by the kubelet (its kernel tunables) or kube-proxy on start; saved before
+# and restored by `down`, so the host ends as it began.
+TOUCHED_BY_COMPONENTS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/ipv4/conf/all/route_localnet",
+)
 # Chains created on our behalf: kube-proxy's, the CNI plugins' and scenarios'.
 OUR_CHAIN = re.compile(r"^(KUBE-|CNI-|KFS-)")
 
@@ -32,6 +43,9 @@ def _sysctl_path(key: str) -> Path:
 def apply_sysctls(record: Path) -> None:
     """Set the sysctls, remembering the values found the first time."""
     saved: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
+    for key in TOUCHED_BY_COMPONENTS:
+        if _sysctl_path(key).exists():
+            saved.setdefault(key, _sysctl_path(key).read_text().strip())
     for key, value in SYSCTLS.items():
         path = _sysctl_path(key)
         if not path.exists():

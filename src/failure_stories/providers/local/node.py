@@ -50,6 +50,13 @@ def host_tools() -> None:
     _cni_bin_dir()
 
 
+def _write_if_changed(path: Path, text: str) -> Path:
+    """Rewrite a config only when it changed: kube-proxy exits when its file is touched."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
 class RealNode:
     def __init__(self, paths: L.Paths, sup: Supervisor) -> None:
         self.paths = paths
@@ -80,9 +87,7 @@ state = "{RUN_DIR / "containerd"}"
     bin_dir = "{_cni_bin_dir()}"
     conf_dir = "{cni / "net.d"}"
 """
-        path = self.dir / "containerd.toml"
-        path.write_text(conf)
-        return path
+        return _write_if_changed(self.dir / "containerd.toml", conf)
 
     def _cni_config(self) -> None:
         net = self.dir / "cni" / "net.d"
@@ -112,7 +117,7 @@ state = "{RUN_DIR / "containerd"}"
                 {"type": "firewall", "backend": "iptables"},
             ],
         }
-        (net / "10-kfs.conflist").write_text(json.dumps(conflist, indent=2))
+        _write_if_changed(net / "10-kfs.conflist", json.dumps(conflist, indent=2))
 
     def _kubelet_config(self) -> Path:
         pki = self.paths.pki
@@ -156,9 +161,7 @@ state = "{RUN_DIR / "containerd"}"
             "makeIPTablesUtilChains": False,
             "localStorageCapacityIsolation": True,
         }
-        path = self.dir / "kubelet.yaml"
-        path.write_text(yaml.safe_dump(conf))
-        return path
+        return _write_if_changed(self.dir / "kubelet.yaml", yaml.safe_dump(conf))
 
     def _kube_proxy_config(self) -> Path:
         conf = {
@@ -175,11 +178,10 @@ state = "{RUN_DIR / "containerd"}"
             "healthzBindAddress": "127.0.0.1:10256",
             # Leave the host's conntrack sysctls alone (0 = do not set).
             "conntrack": {"maxPerCore": 0, "min": 0},
-            "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s"},
+            # localhost NodePorts would flip route_localnet on the host; not needed.
+            "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s", "localhostNodePorts": False},
         }
-        path = self.dir / "kube-proxy.yaml"
-        path.write_text(yaml.safe_dump(conf))
-        return path
+        return _write_if_changed(self.dir / "kube-proxy.yaml", yaml.safe_dump(conf))
 
     # -- lifecycle ------------------------------------------------------------------
     def prepare_host(self) -> None:
@@ -190,7 +192,20 @@ state = "{RUN_DIR / "containerd"}"
         hostnet.apply_sysctls(self.dir / "sysctls.json")
         hostnet.ensure_bridge()
 
+    def _ensure_cgroup_root(self) -> None:
+        """The kubelet wants its cgroup root to exist in every v1 hierarchy."""
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            if not (hierarchy / "cgroup.procs").exists():
+                continue
+            target = hierarchy / CGROUP_ROOT
+            target.mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                # A new cpuset starts empty and would admit no task; inherit the parent's.
+                if (hierarchy / name).exists() and not (target / name).read_text().strip():
+                    (target / name).write_text((hierarchy / name).read_text())
+
     def start(self) -> None:
+        self._ensure_cgroup_root()
         self._cni_config()
         self.sup.start("containerd", ["containerd", "--config", str(self._containerd_config())])
         wait_for(

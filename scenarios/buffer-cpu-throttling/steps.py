@@ -1,0 +1,136 @@
+"""Buffer 2020: CFS throttling far below the CPU limit, and removing the limit."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from failure_stories.context import RunContext
+from failure_stories.errors import RunError
+from failure_stories.wait import wait_for
+
+CPU_LIMIT_MILLI = 200
+LOAD = ["--rate", "4", "--duration", "20"]
+
+
+def _api_pod(ctx: RunContext) -> Any:
+    def running() -> Any:
+        pods = [
+            p
+            for p in ctx.kube.ready_pods(ctx.namespace, "app=api")
+            if p.metadata.deletion_timestamp is None
+        ]
+        others = [
+            p
+            for p in ctx.kube.pods(ctx.namespace, "app=api")
+            if p.metadata.name not in {q.metadata.name for q in pods}
+        ]
+        return pods[0] if len(pods) == 1 and not others else None
+
+    return wait_for(running, what="exactly one ready api pod", timeout=120)
+
+
+def _cpu_stat(ctx: RunContext, pod: Any) -> dict[str, int]:
+    text = ctx.provider.read_cgroup(pod, "api", "cpu", "cpu.stat")
+    stat = {k: int(v) for k, v in (line.split() for line in text.splitlines())}
+    stat["usage_ns"] = int(ctx.provider.read_cgroup(pod, "api", "cpuacct", "cpuacct.usage"))
+    return stat
+
+
+def _load(ctx: RunContext, label: str) -> dict[str, float]:
+    """Drive the service for a fixed time and read its cgroup before and after."""
+    pod = _api_pod(ctx)
+    ip = ctx.kube.core.read_namespaced_service("api", ctx.namespace).spec.cluster_ip
+    before, t0 = _cpu_stat(ctx, pod), time.monotonic()
+    code, out, err = ctx.kube.exec(
+        ctx.namespace,
+        "loadgen",
+        ["python3", "/opt/kfs/workloads/loadgen.py", "--url", f"http://{ip}/work", *LOAD],
+        timeout=90,
+    )
+    wall = time.monotonic() - t0
+    after = _cpu_stat(ctx, pod)
+    if code != 0:
+        raise RunError(f"load generator failed ({code}): {err.strip()[-200:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    for ms in result["latencies_ms"]:
+        ctx.record(f"latency_ms_{label}", ms)
+    periods = after["nr_periods"] - before["nr_periods"]
+    throttled = after["nr_throttled"] - before["nr_throttled"]
+    used_cores = (after["usage_ns"] - before["usage_ns"]) / 1e9 / wall
+    ctx.log(
+        f"{label}: {result['ok']}/{result['sent']} ok, p50 {result['p50_ms']} ms, "
+        f"p99 {result['p99_ms']} ms, {throttled}/{periods} periods throttled, "
+        f"{used_cores * 1000:.0f}m CPU used"
+    )
+    return {
+        "throttled_period_ratio": round(throttled / periods, 4) if periods else 0.0,
+        "cpu_usage_to_limit_ratio": round(used_cores * 1000 / CPU_LIMIT_MILLI, 4),
+        "p50_latency_ms": result["p50_ms"],
+        "p99_latency_ms": result["p99_ms"],
+        "request_success_ratio": round(result["ok"] / result["sent"], 4),
+    }
+
+
+def kernel_has_fix(release: str) -> bool:
+    """The slice-expiration fix is in mainline 5.4; older kernels depend on backports."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 4)
+
+
+def setup(ctx: RunContext) -> None:
+    ctx.variables["CPU_LIMIT"] = f"{CPU_LIMIT_MILLI}m"
+    ctx.apply("baseline.yaml")
+    ctx.kube.wait_rollout(ctx.namespace, "api")
+    wait_for(
+        lambda: (
+            ctx.kube.core.read_namespaced_pod("loadgen", ctx.namespace).status.phase == "Running"
+        ),
+        what="the loadgen pod running",
+        timeout=60,
+    )
+
+
+def steady_state(ctx: RunContext) -> dict[str, float]:
+    out = _load(ctx, "baseline")
+    return {
+        "request_success_ratio": out["request_success_ratio"],
+        "p99_latency_ms": out["p99_latency_ms"],
+    }
+
+
+def inject(ctx: RunContext) -> None:
+    ctx.apply("fault.yaml")
+    ctx.kube.wait_rollout(ctx.namespace, "api")
+    quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
+    ctx.measure("cfs_quota_us", quota)
+
+
+def symptom(ctx: RunContext) -> dict[str, float]:
+    out = _load(ctx, "with_limit")
+    ctx.state["p99_with_limit"] = out["p99_latency_ms"]
+    node = ctx.kube.core.read_node(_api_pod(ctx).spec.node_name)
+    release = node.status.node_info.kernel_version
+    ctx.log(
+        f"node kernel {release}: CFS slice-expiration fix (5.4) "
+        f"{'present' if kernel_has_fix(release) else 'absent unless backported'}"
+    )
+    out["kernel_has_cfs_slice_fix"] = 1.0 if kernel_has_fix(release) else 0.0
+    return out
+
+
+def mitigate(ctx: RunContext) -> None:
+    ctx.apply("mitigation.yaml")
+    ctx.kube.wait_rollout(ctx.namespace, "api")
+    quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
+    ctx.measure("cfs_quota_us", quota)
+
+
+def verify(ctx: RunContext) -> dict[str, float]:
+    out = _load(ctx, "without_limit")
+    out["latency_improvement_factor"] = round(
+        ctx.state["p99_with_limit"] / max(out["p99_latency_ms"], 0.001), 2
+    )
+    return out

@@ -1,0 +1,127 @@
+"""MindTickle 2020: pod egress without SNAT - inside works, outside times out."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from failure_stories.context import RunContext
+from failure_stories.errors import RunError
+from failure_stories.wait import wait_for
+
+OUTSIDE_NET = "198.51.100.0/24"
+CALLS = 20
+
+
+def setup(ctx: RunContext) -> None:
+    ctx.apply("baseline.yaml")
+    wait_for(
+        lambda: ctx.kube.ready_endpoints(ctx.namespace, "internal") == 1,
+        what="the internal service ready",
+        timeout=90,
+    )
+    wait_for(
+        lambda: (
+            ctx.kube.core.read_namespaced_pod("caller", ctx.namespace).status.phase == "Running"
+        ),
+        what="the caller pod running",
+        timeout=60,
+    )
+    outside = ctx.provider.outside_host(OUTSIDE_NET)
+    ctx.defer(f"delete outside host {outside.name}", outside.delete)
+    outside.serve_http(80, "partner API\n")
+    ctx.state["outside"] = outside
+    ctx.state["node"] = ctx.kube.core.read_namespaced_pod("caller", ctx.namespace).spec.node_name
+    ctx.log(f"outside host {outside.address} in netns {outside.name}")
+
+
+def _calls(ctx: RunContext, url: str, series: str) -> dict[str, Any]:
+    code, out, err = ctx.kube.exec(
+        ctx.namespace,
+        "caller",
+        ["python3", "/opt/kfs/workloads/callprobe.py", "--url", url, "--count", str(CALLS)],
+        timeout=CALLS * 3 + 30,
+    )
+    if code != 0:
+        raise RunError(f"call probe failed ({code}): {err.strip()[-200:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    for r in result["results"]:
+        ctx.record(series, 1.0 if r["ok"] else 0.0)
+    return result
+
+
+def _measure(ctx: RunContext) -> dict[str, float]:
+    internal_ip = ctx.kube.core.read_namespaced_service("internal", ctx.namespace).spec.cluster_ip
+    internal = _calls(ctx, f"http://{internal_ip}/healthz", "internal_success")
+    external = _calls(ctx, f"http://{ctx.state['outside'].address}/", "external_success")
+    durations = sorted(r["ms"] for r in external["results"])
+    return {
+        "external_success_ratio": external["ok"] / external["count"],
+        "internal_success_ratio": internal["ok"] / internal["count"],
+        "syn_retransmits": external["syn_retransmits"],
+        "external_p50_ms": durations[len(durations) // 2],
+    }
+
+
+def steady_state(ctx: RunContext) -> dict[str, float]:
+    return _measure(ctx)
+
+
+def _iptables(ctx: RunContext, *args: str, check: bool = True) -> str:
+    return ctx.provider.node_exec(
+        ctx.state["node"], ["iptables", "-w", "-t", "nat", *args], check=check
+    )
+
+
+def _remove_rule(ctx: RunContext, chain: str) -> None:
+    _iptables(ctx, "-D", "POSTROUTING", "-j", chain, check=False)
+    _iptables(ctx, "-F", chain, check=False)
+    _iptables(ctx, "-X", chain, check=False)
+
+
+def inject(ctx: RunContext) -> None:
+    chain = f"KFS-NOMASQ-{secrets.token_hex(3).upper()}"
+    pod_cidr = ctx.variables["POD_CIDR"]
+    ctx.defer(f"remove iptables chain {chain}", lambda: _remove_rule(ctx, chain))
+    _iptables(ctx, "-N", chain)
+    _iptables(
+        ctx,
+        "-A",
+        chain,
+        "-s",
+        pod_cidr,
+        "-d",
+        OUTSIDE_NET,
+        "-m",
+        "comment",
+        "--comment",
+        "kfs mindtickle fault: no SNAT to the outside network",
+        "-j",
+        "RETURN",
+    )
+    _iptables(ctx, "-I", "POSTROUTING", "1", "-j", chain)
+    # Established flows keep their old NAT mapping; forget them so the fault applies.
+    ctx.provider.node_exec(
+        ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
+    )
+    ctx.state["chain"] = chain
+    ctx.log(f"node {ctx.state['node']}: {pod_cidr} -> {OUTSIDE_NET} leaves without SNAT")
+
+
+def symptom(ctx: RunContext) -> dict[str, float]:
+    return _measure(ctx)
+
+
+def mitigate(ctx: RunContext) -> None:
+    _remove_rule(ctx, ctx.state["chain"])
+    ctx.provider.node_exec(
+        ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
+    )
+    rules = _iptables(ctx, "-S", "POSTROUTING")
+    if ctx.state["chain"] in rules:
+        raise RunError("the no-SNAT rule is still in POSTROUTING")
+
+
+def verify(ctx: RunContext) -> dict[str, float]:
+    return _measure(ctx)
