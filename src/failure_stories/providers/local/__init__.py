@@ -43,6 +43,8 @@ class LocalProvider(Provider):
         # The bridge carries the API server's advertised address, so it comes first.
         self.node.prepare_host()
         controlplane.start(self.paths, self.sup)
+        for node in L.SIMULATED_NODES:  # a crashed run may have left one frozen
+            self.sup.thaw(controlplane.kwok_component(node))
         self.node.start()
         kube = self.kube()
         wait_for(
@@ -131,12 +133,12 @@ class LocalProvider(Provider):
     # -- node failure, as the node-lifecycle controller sees it --------------------
     def stop_node(self, node: str) -> None:
         if node in L.SIMULATED_NODES:
-            self.kube().patch_node_annotations(node, {L.KWOK_ANNOTATION: None})
+            self.sup.freeze(controlplane.kwok_component(node))
             return
         super().stop_node(node)
 
     def start_node(self, node: str) -> None:
         if node in L.SIMULATED_NODES:
-            self.kube().patch_node_annotations(node, {L.KWOK_ANNOTATION: "fake"})
+            self.sup.thaw(controlplane.kwok_component(node))
             return
         super().start_node(node)

@@ -131,19 +131,27 @@ def components(paths: L.Paths, pki: PKI) -> list[Component]:
                 "--profiling=false",
             ],
         ),
-        Component(
-            "kwok",
-            [
-                str(binaries.path("kwok")),
-                f"--kubeconfig={kc / 'kwok.kubeconfig'}",
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={L.KWOK_ANNOTATION}=fake",
-                f"--cidr={L.SIMULATED_POD_CIDR}",
-                f"--node-lease-duration-seconds={L.NODE_LEASE_SECONDS}",
-                f"--server-address=127.0.0.1:{L.KWOK_PORT}",
-            ],
+        # One kwok agent per simulated node, like one kubelet per machine: a node
+        # "crashes" when its agent is frozen, and nothing else keeps it alive.
+        *(
+            Component(
+                kwok_component(node),
+                [
+                    str(binaries.path("kwok")),
+                    f"--kubeconfig={kc / 'kwok.kubeconfig'}",
+                    f"--manage-single-node={node}",
+                    f"--cidr={L.SIMULATED_POD_CIDR}",
+                    f"--node-lease-duration-seconds={L.NODE_LEASE_SECONDS}",
+                    f"--server-address=127.0.0.1:{L.KWOK_PORT + i}",
+                ],
+            )
+            for i, node in enumerate(L.SIMULATED_NODES)
         ),
     ]
+
+
+def kwok_component(node: str) -> str:
+    return f"kwok-{node}"
 
 
 def write_kubeconfigs(paths: L.Paths, pki: PKI) -> None:
@@ -196,5 +204,6 @@ def _wait_healthy(sup: Supervisor, name: str, check: Any, timeout: float) -> Non
 
 
 def stop(sup: Supervisor) -> None:
-    for comp in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+    kwoks = [kwok_component(n) for n in L.SIMULATED_NODES]
+    for comp in (*kwoks, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
         sup.stop(comp)

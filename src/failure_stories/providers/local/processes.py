@@ -103,6 +103,7 @@ class Supervisor:
         if rec is not None and self.alive(name):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(rec.pid, signal.SIGTERM)
+                os.killpg(rec.pid, signal.SIGCONT)  # a frozen process must wake to exit
             try:
                 wait_for(
                     lambda: not self.alive(name),
@@ -120,6 +121,19 @@ class Supervisor:
                     interval=0.2,
                 )
         self._record_path(name).unlink(missing_ok=True)
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP: the process stays but does nothing, like a hung machine."""
+        self._signal(name, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        self._signal(name, signal.SIGCONT)
+
+    def _signal(self, name: str, sig: signal.Signals) -> None:
+        rec = self.record(name)
+        if rec is None or not self.alive(name):
+            raise ProviderError(f"{name} is not running")
+        os.killpg(rec.pid, sig)
 
     def tail(self, name: str, lines: int = 5) -> str:
         try:

@@ -62,6 +62,3 @@ def ensure(kube: Kube) -> None:
                 raise
             kube.core.create_node(node_manifest(name))
             kube.core.patch_node_status(name, node_status())
-        else:
-            # Re-adopt a node whose heartbeats a crashed run left switched off.
-            kube.patch_node_annotations(name, {L.KWOK_ANNOTATION: "fake"})
