@@ -117,9 +117,7 @@ def test_readiness_probes_gate_endpoints_and_liveness_restarts(kube, namespace):
     )
     gated_pod = kube.core.read_namespaced_pod("gated", namespace)
     assert gated_pod.status.phase == "Running" and not pod_ready(gated_pod)
-    kube.core.connect_get_namespaced_pod_exec(
-        "gated", namespace, command=["touch", "/tmp/ready"], stderr=True, stdout=True
-    )
+    assert kube.exec(namespace, "gated", ["touch", "/tmp/ready"])[0] == 0
     wait_for(
         lambda: kube.ready_endpoints(namespace, "web") == 2,
         what="the exec-probed pod to join the endpoints",
@@ -211,10 +209,15 @@ def test_clusterip_service_reaches_pods_from_another_pod(kube, namespace, kubect
     )
     wait_phase(kube, namespace, "client", {"Running"})
     ip = kube.core.read_namespaced_service("server", namespace).spec.cluster_ip
-    out = kubectl(
-        "exec", "-n", namespace, "client", "--", "curl", "-sS", "-m", "5", f"http://{ip}/healthz"
-    ).stdout
-    assert out.strip() == "ok"
+
+    def reply() -> str:
+        code, out, _ = kube.exec(
+            namespace, "client", ["curl", "-sS", "-m", "2", f"http://{ip}/healthz"]
+        )
+        return out.strip() if code == 0 else ""
+
+    # A new Service is routable once kube-proxy has synced its rules.
+    assert wait_for(reply, what="the ClusterIP to answer", timeout=30) == "ok"
 
 
 def test_external_call_needs_the_node_snat(kube, namespace, kubectl):

@@ -39,6 +39,7 @@ def test_down_leaves_nothing_behind_and_up_again_works(kfs_provider):
         "mounts": [],
         "veths": [],
         "bridge": [],
+        "routes": [],
         "iptables_chains": [],
         "cgroups": [],
         "netns": [],

@@ -92,6 +92,8 @@ def components(paths: L.Paths, pki: PKI) -> list[Component]:
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
+                # Reach kubelets by address: no name lookups leave this host.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--event-ttl=30m",
                 "--v=1",

@@ -79,6 +79,29 @@ def ensure_bridge() -> None:
     run(["ip", "link", "set", L.BRIDGE, "up"])
 
 
+# Cluster-internal ranges that must never be routed off this host: a packet to a
+# Service IP that kube-proxy has not programmed yet, or to a simulated pod's fake
+# IP, would otherwise follow the default route out of the machine.
+FENCED = (L.CLUSTER_CIDR, L.SERVICE_CIDR, L.SIMULATED_POD_CIDR)
+
+
+def fence_routes() -> None:
+    existing = run(["ip", "route", "show", "type", "unreachable"], check=False)
+    for cidr in FENCED:
+        if cidr not in existing:
+            run(["ip", "route", "add", "unreachable", cidr])
+
+
+def unfence_routes() -> None:
+    for cidr in FENCED:
+        run(["ip", "route", "del", "unreachable", cidr], check=False)
+
+
+def fenced_routes() -> list[str]:
+    existing = run(["ip", "route", "show", "type", "unreachable"], check=False)
+    return [c for c in FENCED if c in existing]
+
+
 def delete_bridge() -> None:
     if link_exists(L.BRIDGE):
         run(["ip", "link", "delete", L.BRIDGE], check=False)

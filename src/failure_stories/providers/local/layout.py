@@ -9,7 +9,7 @@ from pathlib import Path
 API_PORT = 16443
 ETCD_CLIENT_PORT = 12379
 ETCD_PEER_PORT = 12380
-KWOK_PORT = 10247
+KWOK_PORT = 10350  # one per simulated node from here; clear of kubelet and kube-proxy
 
 # The real node's pods live on a bridge whose gateway address also carries the
 # API server's advertised address, so pods reach the API server through the

@@ -76,6 +76,9 @@ state = "{RUN_DIR / "containerd"}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   enable_unprivileged_ports = true
+  # This host does not let even root lower oom_score_adj below its own value;
+  # clamp instead of failing every sandbox (runc: oom_score_adj Permission denied).
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -191,6 +194,7 @@ state = "{RUN_DIR / "containerd"}"
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         hostnet.apply_sysctls(self.dir / "sysctls.json")
         hostnet.ensure_bridge()
+        hostnet.fence_routes()
 
     def _ensure_cgroup_root(self) -> None:
         """The kubelet wants its cgroup root to exist in every v1 hierarchy."""
@@ -280,6 +284,7 @@ state = "{RUN_DIR / "containerd"}"
         self._remove_netns()
         hostnet.sweep_iptables()
         hostnet.delete_bridge()
+        hostnet.unfence_routes()
         self._remove_cgroups()
         hostnet.restore_sysctls(self.dir / "sysctls.json")
         shutil.rmtree(RUN_DIR, ignore_errors=True)
@@ -354,6 +359,7 @@ state = "{RUN_DIR / "containerd"}"
             "mounts": self.mounts(),
             "veths": hostnet.host_veths(),
             "bridge": [L.BRIDGE] if hostnet.link_exists(L.BRIDGE) else [],
+            "routes": hostnet.fenced_routes(),
             "iptables_chains": [f"{t}/{c}" for t, cs in hostnet.our_chains().items() for c in cs],
             "cgroups": [str(p) for p in self.cgroup_dirs()],
             "netns": [

@@ -95,6 +95,15 @@ class Supervisor:
             except OSError as exc:
                 raise ProviderError(f"cannot start {name} ({argv[0]}): {exc}") from exc
         self._record_path(name).write_text(json.dumps({"pid": proc.pid, "argv": argv}))
+
+        # Until exec completes /proc shows the forking Python; wait so that alive()
+        # is meaningful from here on. A process that dies at once is reported.
+        def execed() -> bool:
+            if proc.poll() is not None:
+                raise ProviderError(f"{name} exited at once: {self.tail(name)}")
+            return self.alive(name)
+
+        wait_for(execed, what=f"{name} to start", timeout=10, interval=0.05, retry_on=())
         return True
 
     def stop(self, name: str, timeout: float = 20) -> None:
@@ -124,16 +133,17 @@ class Supervisor:
 
     def freeze(self, name: str) -> None:
         """SIGSTOP: the process stays but does nothing, like a hung machine."""
-        self._signal(name, signal.SIGSTOP)
-
-    def thaw(self, name: str) -> None:
-        self._signal(name, signal.SIGCONT)
-
-    def _signal(self, name: str, sig: signal.Signals) -> None:
         rec = self.record(name)
         if rec is None or not self.alive(name):
             raise ProviderError(f"{name} is not running")
-        os.killpg(rec.pid, sig)
+        os.killpg(rec.pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT; harmless on a process that is not frozen or not running."""
+        rec = self.record(name)
+        if rec is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rec.pid, signal.SIGCONT)
 
     def tail(self, name: str, lines: int = 5) -> str:
         try:
