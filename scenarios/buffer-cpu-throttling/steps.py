@@ -12,7 +12,7 @@ from failure_stories.errors import RunError
 from failure_stories.wait import wait_for
 
 CPU_LIMIT_MILLI = 200
-LOAD = ["--rate", "4", "--duration", "20"]
+LOAD = ["--rate", "1.5", "--duration", "30"]
 
 
 def _api_pod(ctx: RunContext) -> Any:
@@ -84,13 +84,8 @@ def setup(ctx: RunContext) -> None:
     ctx.variables["CPU_LIMIT"] = f"{CPU_LIMIT_MILLI}m"
     ctx.apply("baseline.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "api")
-    wait_for(
-        lambda: (
-            ctx.kube.core.read_namespaced_pod("loadgen", ctx.namespace).status.phase == "Running"
-        ),
-        what="the loadgen pod running",
-        timeout=60,
-    )
+    ctx.kube.wait_pod_running(ctx.namespace, "loadgen")
+    ctx.kube.wait_service_answers(ctx.namespace, "api", from_pod="loadgen")
 
 
 def steady_state(ctx: RunContext) -> dict[str, float]:

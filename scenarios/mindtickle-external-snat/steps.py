@@ -21,13 +21,8 @@ def setup(ctx: RunContext) -> None:
         what="the internal service ready",
         timeout=90,
     )
-    wait_for(
-        lambda: (
-            ctx.kube.core.read_namespaced_pod("caller", ctx.namespace).status.phase == "Running"
-        ),
-        what="the caller pod running",
-        timeout=60,
-    )
+    ctx.kube.wait_pod_running(ctx.namespace, "caller")
+    ctx.kube.wait_service_answers(ctx.namespace, "internal", from_pod="caller")
     outside = ctx.provider.outside_host(OUTSIDE_NET)
     ctx.defer(f"delete outside host {outside.name}", outside.delete)
     outside.serve_http(80, "partner API\n")
@@ -98,7 +93,7 @@ def inject(ctx: RunContext) -> None:
         "--comment",
         "kfs mindtickle fault: no SNAT to the outside network",
         "-j",
-        "RETURN",
+        "ACCEPT",
     )
     _iptables(ctx, "-I", "POSTROUTING", "1", "-j", chain)
     # Established flows keep their old NAT mapping; forget them so the fault applies.

@@ -58,7 +58,6 @@ class RunContext:
     def measure(self, name: str, value: float) -> None:
         """Report a measurement of the current phase (steps may also return a dict)."""
         self._pending[name] = float(value)
-        self.log(f"{name} = {value:g}")
 
     def take_measurements(self) -> dict[str, float]:
         out, self._pending = self._pending, {}

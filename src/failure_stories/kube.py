@@ -200,6 +200,35 @@ class Kube:
 
         wait_for(done, what=f"deployment {namespace}/{deployment} rolled out", timeout=timeout)
 
+    def wait_pod_running(self, namespace: str, pod: str, timeout: float = 60) -> None:
+        wait_for(
+            lambda: self.core.read_namespaced_pod(pod, namespace).status.phase == "Running",
+            what=f"pod {namespace}/{pod} running",
+            timeout=timeout,
+        )
+
+    def wait_service_answers(
+        self,
+        namespace: str,
+        service: str,
+        from_pod: str,
+        path: str = "/healthz",
+        timeout: float = 30,
+    ) -> str:
+        """Wait until ``from_pod`` gets an HTTP 2xx from the Service; return its ClusterIP.
+
+        A new Service is routable only once kube-proxy has programmed it, which can
+        lag its endpoints becoming ready by a sync period.
+        """
+        ip = str(self.core.read_namespaced_service(service, namespace).spec.cluster_ip)
+        probe = ["curl", "-sf", "-o", "/dev/null", "-m", "2", f"http://{ip}{path}"]
+        wait_for(
+            lambda: self.exec(namespace, from_pod, probe)[0] == 0,
+            what=f"service {namespace}/{service} to answer from {from_pod}",
+            timeout=timeout,
+        )
+        return ip
+
     def exec(
         self,
         namespace: str,
