@@ -7,6 +7,7 @@ packages=(
   iptables conntrack iproute2 ethtool socat      # kube-proxy, kubelet, port-forward
   debootstrap gcc libc6-dev                      # the offline toolbox and pause images
   tmux                                           # driving `kfs gameday` like a user
+  chromium fonts-dejavu-core                     # rendering report.html in a test
 )
 missing=()
 for p in "${packages[@]}"; do

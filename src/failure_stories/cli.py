@@ -13,9 +13,10 @@ from rich.table import Table
 
 from failure_stories import scenario as scenarios
 from failure_stories.errors import Interrupted, KfsError
+from failure_stories.html_report import write_html
 from failure_stories.providers import NAMES as PROVIDERS
 from failure_stories.providers import get_provider
-from failure_stories.report import ScenarioReport, write_junit
+from failure_stories.report import ScenarioReport, read_reports, write_junit
 from failure_stories.runner import Event, Runner
 
 console = Console(highlight=False)
@@ -222,6 +223,7 @@ def run(
     finally:
         if reports:
             write_junit(reports, report_dir)
+            write_html(reports, report_dir)
         if not was_up and not keep_cluster and provider != "existing":
             console.print(
                 f"deleting the {provider} cluster this run created (--keep-cluster keeps it)"
@@ -231,6 +233,34 @@ def run(
     console.print(f"reports: {report_dir}/")
     if any(r.verdict != "passed" for r in reports):
         sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Directory holding <id>.json reports.",
+)
+def report(report_dir: Path) -> None:
+    """Regenerate junit.xml and report.html from the JSON reports in a directory."""
+    reports = read_reports(report_dir) if report_dir.is_dir() else []
+    if not reports:
+        raise click.UsageError(f"no <id>.json reports in {report_dir}: run `kfs run` first")
+    junit, page = write_junit(reports, report_dir), write_html(reports, report_dir)
+    console.print(f"{len(reports)} reports -> {junit}, {page}")
+
+
+@cli.command()
+@provider_option
+def cleanup(provider: str) -> None:
+    """Remove what crashed runs left behind: kfs namespaces and cluster objects,
+    KFS-* iptables chains, outside-world network namespaces, frozen nodes."""
+    from failure_stories.cleanup import sweep
+
+    for line in sweep(get_provider(provider)):
+        console.print(line)
 
 
 @cli.group()

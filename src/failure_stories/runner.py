@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from failure_stories import locks
 from failure_stories.context import RunContext
 from failure_stories.errors import Interrupted, KfsError, ScenarioDefinitionError
 from failure_stories.report import MeasurementResult, PhaseResult, ScenarioReport, write_json
@@ -106,8 +107,15 @@ class Runner:
     def _emit(self, event: Event) -> None:
         self.listener(event)
 
+    def _enter(self, cm: contextlib.AbstractContextManager[None]) -> None:
+        self._stack.enter_context(cm)
+
     def run(self, scenario: Scenario) -> ScenarioReport:
         """Run every phase; teardown always runs; Interrupted is re-raised after it."""
+        with contextlib.ExitStack() as self._stack:
+            return self._run(scenario)
+
+    def _run(self, scenario: Scenario) -> ScenarioReport:
         report = ScenarioReport(
             scenario=scenario.id,
             provider=self.provider.name,
@@ -164,7 +172,10 @@ class Runner:
     def _prepare(self, scenario: Scenario, report: ScenarioReport) -> RunContext:
         kube = self.provider.prepare(scenario)
         report.info.update(self.provider.info())
+        if scenario.meta.needs_real_node:
+            self._enter(locks.held("node", "another run's node-level fault to end"))
         namespace = kube.create_namespace(scenario.id)
+        self._enter(locks.held(f"run-{namespace}", f"the lock of run {namespace}"))
         return RunContext(
             scenario=scenario,
             provider=self.provider,

@@ -92,6 +92,10 @@ class Provider(abc.ABC):
         """Read a cgroup file of a running container, as seen from its node."""
         raise ProviderError(f"the {self.name} provider cannot read container cgroups")
 
+    def sweep_node_changes(self) -> list[str]:
+        """Undo node-level faults that interrupted runs left (KFS-* chains...)."""
+        return []
+
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         """Run a command in the node's host context; return stdout."""
         raise ProviderError(f"the {self.name} provider gives no shell on node {node}")

@@ -13,7 +13,7 @@ from failure_stories.errors import ClusterUnreachableError, ProviderError
 from failure_stories.kube import Kube
 from failure_stories.netns import OutsideHost
 from failure_stories.providers.base import ClusterStatus, Provider, run
-from failure_stories.providers.local import binaries, controlplane, simulated
+from failure_stories.providers.local import binaries, controlplane, hostnet, simulated
 from failure_stories.providers.local import layout as L
 from failure_stories.providers.local.node import CGROUP_ROOT, RealNode
 from failure_stories.providers.local.processes import Supervisor
@@ -39,6 +39,10 @@ class LocalProvider(Provider):
 
     def up(self) -> None:
         binaries.ensure()
+        if self.paths.root.exists() and not self.sup.alive("kube-apiserver"):
+            # A crashed run or a rebooted session left state but no control plane:
+            # sweep its mounts, chains and processes before starting afresh.
+            self.down()
         self.paths.root.mkdir(parents=True, exist_ok=True)
         # The bridge carries the API server's advertised address, so it comes first.
         self.node.prepare_host()
@@ -121,6 +125,12 @@ class LocalProvider(Provider):
         return (self.container_cgroup(pod, container, controller) / filename).read_text()
 
     pod_cidr = L.CLUSTER_CIDR
+
+    def sweep_node_changes(self) -> list[str]:
+        removed = hostnet.sweep_iptables(hostnet.SCENARIO_CHAIN)
+        for node in L.SIMULATED_NODES:  # a run killed mid-failure leaves a node frozen
+            self.sup.thaw(controlplane.kwok_component(node))
+        return removed
 
     def outside_host(self, subnet: str) -> OutsideHost:
         return netns.create(subnet)

@@ -113,27 +113,31 @@ def host_veths() -> list[str]:
     return sorted(p.name for p in brif.iterdir()) if brif.exists() else []
 
 
-def our_chains() -> dict[str, list[str]]:
-    """Chains in the filter and nat tables that belong to us, by table."""
+SCENARIO_CHAIN = re.compile(r"^KFS-")
+
+
+def our_chains(pattern: re.Pattern[str] = OUR_CHAIN) -> dict[str, list[str]]:
+    """Chains in the filter, nat and mangle tables that match ``pattern``, by table."""
     out: dict[str, list[str]] = {}
     for table in ("filter", "nat", "mangle"):
         rules = run(["iptables", "-w", "-t", table, "-S"], check=False)
         names = [line.split()[1] for line in rules.splitlines() if line.startswith("-N ")]
-        out[table] = [n for n in names if OUR_CHAIN.match(n)]
+        out[table] = [n for n in names if pattern.match(n)]
     return out
 
 
-def sweep_iptables() -> None:
-    """Remove every rule that jumps to one of our chains, then the chains."""
-    for table, chains in our_chains().items():
+def sweep_iptables(pattern: re.Pattern[str] = OUR_CHAIN) -> list[str]:
+    """Remove every rule that jumps to a matching chain, then the chains."""
+    removed: list[str] = []
+    for table, chains in our_chains(pattern).items():
         if not chains:
             continue
         rules = run(["iptables", "-w", "-t", table, "-S"], check=False).splitlines()
         for line in rules:
             parts = shlex.split(line)
-            if parts[:1] != ["-A"] or OUR_CHAIN.match(parts[1]):
+            if parts[:1] != ["-A"] or pattern.match(parts[1]):
                 continue
-            if "-j" in parts and OUR_CHAIN.match(parts[parts.index("-j") + 1]):
+            if "-j" in parts and pattern.match(parts[parts.index("-j") + 1]):
                 subprocess.run(
                     ["iptables", "-w", "-t", table, "-D", *parts[1:]],
                     capture_output=True,
@@ -143,3 +147,5 @@ def sweep_iptables() -> None:
             run(["iptables", "-w", "-t", table, "-F", chain], check=False)
         for chain in chains:
             run(["iptables", "-w", "-t", table, "-X", chain], check=False)
+            removed.append(f"iptables chain {table}/{chain}")
+    return removed

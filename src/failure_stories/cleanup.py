@@ -1,0 +1,49 @@
+"""`kfs cleanup`: find and remove what interrupted or crashed runs left behind.
+
+Everything a run creates is findable: Kubernetes objects carry the kfs
+managed-by label, node-level changes use the KFS- / kfs-ext- name prefixes."""
+
+from __future__ import annotations
+
+from kubernetes.client.rest import ApiException
+
+from failure_stories import netns
+from failure_stories.errors import KfsError
+from failure_stories.kube import KFS, MANAGED_BY
+from failure_stories.locks import held, run_active
+from failure_stories.providers.base import Provider
+
+# Cluster-scoped kinds a scenario may create (admission policies, CRDs...).
+CLUSTER_KINDS = (
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+)
+
+
+def sweep(provider: Provider) -> list[str]:
+    done: list[str] = []
+    selector = f"{MANAGED_BY}={KFS}"
+    try:
+        kube = provider.kube()
+        for ns in kube.core.list_namespace(label_selector=selector).items:
+            if run_active(ns.metadata.name):
+                done.append(f"kept namespace {ns.metadata.name}: its run is in progress")
+                continue
+            kube.core.delete_namespace(ns.metadata.name)
+            done.append(f"deleted namespace {ns.metadata.name}")
+        for api_version, kind in CLUSTER_KINDS:
+            resource = kube.dynamic.resources.get(api_version=api_version, kind=kind)
+            for obj in resource.get(label_selector=selector).items:
+                resource.delete(name=obj.metadata.name)
+                done.append(f"deleted {kind} {obj.metadata.name}")
+    except (KfsError, ApiException) as exc:
+        done.append(f"cluster not reachable, skipped its objects ({str(exc).splitlines()[0]})")
+    # Node-level leftovers are only swept while no run is changing the node.
+    with held("node", "runs that change the node to finish", timeout=600):
+        for name in provider.sweep_node_changes():
+            done.append(f"removed {name}")
+        for name in netns.sweep():
+            done.append(f"deleted outside host {name}")
+    return done or ["nothing to clean up"]

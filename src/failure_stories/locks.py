@@ -1,0 +1,61 @@
+"""Cross-process locks between runs on one machine.
+
+- Each run holds a lock named after its namespace while it runs, so `kfs cleanup`
+  can tell a leftover from a run in progress.
+- Runs that change the real node (iptables, CPU contention, processes) hold the
+  node lock for their whole run, so two of them never measure each other's faults.
+Locks are flock()s: the kernel releases them when a process dies, even on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from failure_stories.wait import wait_for
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get("KFS_LOCK_DIR", "/run/kfs-locks"))
+
+
+def _try_lock(path: Path) -> int | None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def held(name: str, what: str, timeout: float = 1800) -> Iterator[None]:
+    """Hold lock ``name``, waiting (bounded) for another holder to finish."""
+    path = lock_dir() / f"{name}.lock"
+    fd = wait_for(lambda: _try_lock(path), what=what, timeout=timeout, interval=1)
+    assert fd is not None  # wait_for returns only a truthy value
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        if name.startswith("run-"):
+            path.unlink(missing_ok=True)
+
+
+def run_active(namespace: str) -> bool:
+    """True while the run that owns ``namespace`` still holds its lock."""
+    path = lock_dir() / f"run-{namespace}.lock"
+    if not path.exists():
+        return False
+    fd = _try_lock(path)
+    if fd is None:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return False
