@@ -66,9 +66,10 @@ def _axes(x_label: str, y_label: str, xr: tuple[float, float], yr: tuple[float, 
         )
         x = PAD + frac * (W - 10 - PAD)
         xv = xr[0] + frac * (xr[1] - xr[0])
+        anchor = ("start", "middle", "end")[int(frac * 2)]
         out.append(
             f'<text x="{x:.0f}" y="{H - PAD + 14}" font-size="10" '
-            f'text-anchor="middle">{xv:.4g}</text>'
+            f'text-anchor="{anchor}">{xv:.4g}</text>'
         )
     return "".join(out)
 
@@ -152,8 +153,14 @@ def plots(report: ScenarioReport) -> list[str]:
     if latency:
         out.append(cdf_plot("Latency distribution per phase", latency, "latency (ms)"))
     rest = {k: v for k, v in series.items() if not k.startswith("latency_ms_") and v}
+    # Series sharing a suffix (external_success, internal_success) belong on one plot.
+    groups: dict[str, dict[str, list[list[float]]]] = {}
     for name, pts in rest.items():
-        out.append(time_plot(name.replace("_", " "), {name: pts}, name))
+        key = name.rsplit("_", 1)[-1] if name.endswith("_success") else name
+        groups.setdefault(key, {})[name] = pts
+    for key, members in groups.items():
+        label = "success (1) or failure (0) per call" if key == "success" else key
+        out.append(time_plot(key.replace("_", " ") + " over time", members, label))
     return out
 
 
