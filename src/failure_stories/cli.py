@@ -16,7 +16,7 @@ from failure_stories.errors import Interrupted, KfsError
 from failure_stories.html_report import write_html
 from failure_stories.providers import NAMES as PROVIDERS
 from failure_stories.providers import get_provider
-from failure_stories.report import ScenarioReport, read_reports, write_junit
+from failure_stories.report import ScenarioReport, read_reports, write_json, write_junit
 from failure_stories.runner import Event, Runner
 
 console = Console(highlight=False)
@@ -232,6 +232,58 @@ def run(
     _summary(reports)
     console.print(f"reports: {report_dir}/")
     if any(r.verdict != "passed" for r in reports):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("words", nargs=-1, required=True, metavar="ID | reveal ID")
+@provider_option
+@click.option(
+    "--report-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
+)
+@click.option(
+    "--reveal-after",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Reveal by itself after this long (for scripts; no prompt is needed).",
+)
+def gameday(
+    words: tuple[str, ...], provider: str, report_dir: Path, reveal_after: float | None
+) -> None:
+    """Guided game day: `kfs gameday ID` injects the story's fault and pages you;
+    type h for hints and reveal when you have a diagnosis. From another terminal,
+    `kfs gameday reveal ID` ends the hold. Ends with a debrief."""
+    from failure_stories.gameday import Drill, request_reveal
+
+    if words[0] == "reveal":
+        if len(words) != 2:
+            raise click.UsageError("usage: kfs gameday reveal ID")
+        scenarios.get(words[1])
+        console.print(f"reveal requested ({request_reveal(words[1])})")
+        return
+    if len(words) != 1:
+        raise click.UsageError("usage: kfs gameday ID  (or: kfs gameday reveal ID)")
+    s = scenarios.get(words[0])
+    drill = Drill(
+        s,
+        lambda text: console.print(text, markup=False, highlight=False),
+        interactive=sys.stdin.isatty(),
+        reveal_after=reveal_after,
+    )
+    prov = get_provider(provider)
+    was_up = prov.status().running
+    runner = Runner(prov, report_dir, Progress(), hold_fault=drill.hold)
+    try:
+        rep = runner.run(s)
+    finally:
+        if not was_up and provider != "existing":
+            prov.down()
+    rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
+    rep.info["hints_used"] = drill.hints_shown
+    write_json(rep, report_dir)
+    drill.debrief(rep)
+    if rep.verdict != "passed":
         sys.exit(1)
 
 

@@ -127,6 +127,40 @@ class Kube:
                 raise
         return out
 
+    def dry_run_admission(self, obj: dict[str, Any], namespace: str | None) -> str | None:
+        """Would the API server accept ``obj``? None if yes, else its refusal message.
+
+        A server-side apply with dryRun=All: the request goes through defaulting,
+        validation and every admission plugin (Pod Security, ValidatingAdmissionPolicies,
+        webhooks) as a real create or update would, but nothing is stored.
+        """
+        body = copy.deepcopy(obj)
+        resource = self._resource(body)
+        ns = namespace if resource.namespaced else None
+        if ns:
+            body.setdefault("metadata", {})["namespace"] = ns
+        try:
+            resource.server_side_apply(
+                body=body,
+                name=body["metadata"]["name"],
+                namespace=ns,
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                dry_run="All",
+            )
+        except ApiException as exc:
+            if is_transient(exc):
+                raise TransientError(
+                    f"dry-run {body['kind']}/{body['metadata']['name']}: {exc.status}"
+                ) from exc
+            if exc.status in (400, 403, 422):  # refused by validation or admission
+                try:
+                    return str(json.loads(exc.body)["message"])
+                except (TypeError, ValueError, KeyError):
+                    return f"{exc.status} {exc.reason}"
+            raise
+        return None
+
     def delete(self, obj: dict[str, Any], namespace: str | None) -> None:
         resource = self._resource(obj)
         try:

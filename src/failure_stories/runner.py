@@ -98,11 +98,18 @@ def _judge(
 
 class Runner:
     def __init__(
-        self, provider: Provider, report_dir: Path, listener: Listener | None = None
+        self,
+        provider: Provider,
+        report_dir: Path,
+        listener: Listener | None = None,
+        hold_fault: Callable[[RunContext], None] | None = None,
     ) -> None:
         self.provider = provider
         self.report_dir = report_dir
         self.listener = listener or (lambda _e: None)
+        # Called once the symptom is proven and before the mitigation: a game day
+        # holds the fault here while people investigate it.
+        self.hold_fault = hold_fault
 
     def _emit(self, event: Event) -> None:
         self.listener(event)
@@ -195,6 +202,8 @@ class Runner:
                 return "error"
             if not result.ok:
                 return _VERDICT_ON_FAILED_CHECK.get(phase, "error")
+            if phase == "symptom" and self.hold_fault is not None:
+                self.hold_fault(ctx)
         return "passed"
 
     def _run_phase(self, scenario: Scenario, ctx: RunContext, phase: str) -> PhaseResult:
