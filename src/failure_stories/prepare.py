@@ -8,17 +8,23 @@ import sys
 import time
 
 from failure_stories import images
+from failure_stories.bench import record_build_time
 from failure_stories.errors import KfsError
 from failure_stories.providers.local import binaries
 
 
 def main() -> int:
     try:
+        cold_binaries = bool(binaries.missing())
         t0 = time.monotonic()
         binaries.ensure()
         t1 = time.monotonic()
         images.build_images()
         t2 = time.monotonic()
+        if cold_binaries:
+            record_build_time("binaries", t1 - t0)
+        if t2 - t1 > 30:  # a real image build, not a cache hit
+            record_build_time("images", t2 - t1)
     except KfsError as exc:
         print(f"prepare: error: {exc}", file=sys.stderr)
         return 1

@@ -88,6 +88,9 @@ class ScenarioMeta:
     hints: tuple[str, ...] = ()
     root_cause: str = ""
     takeaways: tuple[str, ...] = ()
+    # Seconds the story's physics imposes (grace periods, load durations, CFS
+    # periods): the floor under its wall time, for the suite's own benchmark.
+    physics_seconds: float = 0.0
 
 
 StepFn = Callable[[Any], Any]
@@ -184,6 +187,7 @@ def load_meta(path: Path) -> ScenarioMeta:
         hints=tuple(raw.get("hints", ())),
         root_cause=str(raw.get("root_cause", "")).strip(),
         takeaways=tuple(raw.get("takeaways", ())),
+        physics_seconds=float(raw.get("physics_seconds", 0)),
     )
 
 

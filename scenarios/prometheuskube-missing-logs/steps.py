@@ -1,0 +1,279 @@
+"""PrometheusKube 2020: the log backend pushes back, the shipper restarts, lines vanish."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from failure_stories.context import RunContext
+from failure_stories.errors import RunError, ScenarioDefinitionError, TransientError
+from failure_stories.kube import pod_ready
+from failure_stories.providers.base import REAL_NODE_LABEL
+from failure_stories.wait import sample, wait_for
+
+LINES_PER_SECOND = 20
+FAULT_SECONDS = 15
+# The shipper is restarted this long into the fault, while chunks are failing.
+RESTART_AFTER_SECONDS = 5
+# The audited window goes on this long after the backend recovers.
+AFTER_FAULT_SECONDS = 5
+BASELINE_SECONDS = 12
+# The freshness alert: the newest line in the backend is older than this.
+ALERT_LAG_SECONDS = 10.0
+# Settling: the window is final when every line arrived, or when nothing new of it
+# arrived for this long while the shipper was already past its end.
+SETTLE_QUIET_SECONDS = 8
+SAMPLE_EVERY = 1.0
+STATE_ROOT = "/var/lib/kfs-shipper"
+SHIPPER = "app=shipper"
+
+
+# -- talking to the pods ---------------------------------------------------------------
+
+
+def _one_ready(ctx: RunContext, selector: str, exclude: frozenset[str] = frozenset()) -> Any:
+    pods = [
+        p
+        for p in ctx.kube.pods(ctx.namespace, selector)
+        if p.metadata.deletion_timestamp is None and p.metadata.name not in exclude
+    ]
+    ready = [p for p in pods if pod_ready(p)]
+    return ready[0] if len(ready) == 1 and len(pods) == 1 else None
+
+
+def _exec(ctx: RunContext, pod: str, argv: list[str]) -> str:
+    code, out, err = ctx.kube.exec(ctx.namespace, pod, argv, timeout=20)
+    if code != 0:
+        # The pod may be restarting or the API server busy: worth another try.
+        raise TransientError(f"{' '.join(argv)} in {pod} failed ({code}): {err.strip()[-200:]}")
+    return out
+
+
+def _sink(ctx: RunContext, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    argv = ["curl", "-sS", "-m", "5", f"http://127.0.0.1:9200{path}"]
+    if data is not None:
+        argv[1:1] = ["-X", "POST", "-H", "Content-Type: application/json", "-d", json.dumps(data)]
+    out = _exec(ctx, ctx.state["sink_pod"], argv)
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _app_seq(ctx: RunContext) -> int:
+    """The last sequence number the application has written (its own count)."""
+    return int(_exec(ctx, "app", ["cat", "/tmp/seq"]).strip() or 0)
+
+
+def _shipper_metrics(ctx: RunContext) -> dict[str, Any]:
+    pod = _one_ready(ctx, SHIPPER)
+    if pod is None:
+        return {}
+    out = _exec(ctx, pod.metadata.name, ["curl", "-sS", "-m", "3", "http://127.0.0.1:2020/metrics"])
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+# -- setup and teardown ----------------------------------------------------------------
+
+
+def _real_node(ctx: RunContext) -> str:
+    nodes = ctx.kube.core.list_node(label_selector=f"{REAL_NODE_LABEL}=true").items
+    if not nodes:
+        raise ScenarioDefinitionError(f"needs a node labelled {REAL_NODE_LABEL}=true")
+    return str(sorted(n.metadata.name for n in nodes)[0])
+
+
+def _remove_state(ctx: RunContext, node: str, host_dir: str) -> None:
+    """Stop the shipper first, so no pod recreates the hostPath, then delete it."""
+    try:
+        ctx.kube.apps.delete_namespaced_daemon_set("shipper", ctx.namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    wait_for(
+        lambda: not ctx.kube.pods(ctx.namespace, SHIPPER),
+        what="the shipper pods gone",
+        timeout=90,
+        interval=1,
+    )
+    ctx.provider.node_exec(node, ["rm", "-rf", "--one-file-system", host_dir])
+    # The parent is ours too; leave it only if another run is using it.
+    ctx.provider.node_exec(node, ["rmdir", STATE_ROOT], check=False)
+
+
+def _wait_shipper_rollout(ctx: RunContext) -> str:
+    def done() -> str | None:
+        ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
+        st = ds.status
+        settled = (
+            (st.observed_generation or 0) >= (ds.metadata.generation or 0)
+            and (st.desired_number_scheduled or 0) == 1
+            and (st.updated_number_scheduled or 0) == 1
+            and (st.number_ready or 0) == 1
+        )
+        pod = _one_ready(ctx, SHIPPER) if settled else None
+        return None if pod is None else str(pod.metadata.name)
+
+    return wait_for(done, what="the shipper DaemonSet rolled out", timeout=120, interval=1)
+
+
+def _wait_shipping(ctx: RunContext) -> dict[str, Any]:
+    def fresh() -> dict[str, Any] | None:
+        s = _sink(ctx, "/stats")
+        lag = s["freshness_lag_seconds"]
+        return s if lag is not None and lag < 5 and not s["rejecting"] else None
+
+    return wait_for(fresh, what="fresh lines arriving at the sink", timeout=90, interval=1)
+
+
+def setup(ctx: RunContext) -> None:
+    node = _real_node(ctx)
+    host_dir = f"{STATE_ROOT}/{ctx.namespace}"
+    ctx.state.update(node=node, host_dir=host_dir)
+    # Registered before anything can create the directory, so a failure at any
+    # later point still removes it.
+    ctx.defer(f"remove {host_dir} on {node}", lambda: _remove_state(ctx, node, host_dir))
+    ctx.variables.update(LINES_PER_SECOND=str(LINES_PER_SECOND), STATE_HOST_DIR=host_dir)
+    ctx.apply("sink.yaml")
+    ctx.kube.wait_rollout(ctx.namespace, "logsink")
+    ip = ctx.kube.core.read_namespaced_service("logsink", ctx.namespace).spec.cluster_ip
+    ctx.variables["SINK_URL"] = f"http://{ip}:9200"
+    sink = wait_for(lambda: _one_ready(ctx, "app=logsink"), what="the sink pod ready", timeout=60)
+    ctx.state["sink_pod"] = sink.metadata.name
+    ctx.apply("baseline.yaml")
+    ctx.kube.wait_pod_running(ctx.namespace, "app")
+    _wait_shipper_rollout(ctx)
+    _wait_shipping(ctx)
+    ctx.log(f"app -> shipper (fragile) -> logsink {ctx.variables['SINK_URL']} on {node}")
+
+
+# -- the measured window ---------------------------------------------------------------
+
+
+def _probe(ctx: RunContext, seen: dict[str, Any]) -> dict[str, Any]:
+    stats = _sink(ctx, "/stats")
+    lag = stats["freshness_lag_seconds"]
+    if lag is not None:
+        ctx.record("freshness_lag_seconds", lag)
+    ctx.record("sink_rejecting", 1.0 if stats["rejecting"] else 0.0)
+    seen["last"] = stats
+    return stats
+
+
+def _restart_shipper(ctx: RunContext, seen: dict[str, Any]) -> None:
+    old = _one_ready(ctx, SHIPPER)
+    if old is None:
+        raise RunError("no ready shipper pod to restart")
+    name = old.metadata.name
+    ctx.kube.core.delete_namespaced_pod(name, ctx.namespace)
+    t0 = time.monotonic()
+
+    def replaced() -> Any:
+        _probe(ctx, seen)
+        return _one_ready(ctx, SHIPPER, exclude=frozenset({name}))
+
+    new = wait_for(replaced, what="the DaemonSet to recreate the shipper", timeout=90, interval=1)
+    ctx.log(
+        f"shipper {name} deleted; {new.metadata.name} ready after {time.monotonic() - t0:.1f}s"
+    )
+
+
+def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
+    """Audit every line the app writes in a window, with or without the fault sequence."""
+    since = _wait_shipping(ctx)["now"]
+    first = _app_seq(ctx) + 1
+    seen: dict[str, Any] = {}
+
+    def probe() -> None:
+        _probe(ctx, seen)
+
+    if disrupt:
+        sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the fault")
+        _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
+        ctx.log(f"sink rejects every bulk write with 429 for {FAULT_SECONDS}s")
+        sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
+        _restart_shipper(ctx, seen)
+        wait_for(
+            lambda: not _probe(ctx, seen)["rejecting"],
+            what="the sink accepting writes again",
+            timeout=FAULT_SECONDS + 60,
+            interval=SAMPLE_EVERY,
+        )
+        ctx.log("sink accepts writes again")
+        sample(probe, every=SAMPLE_EVERY, duration=AFTER_FAULT_SECONDS, what="the recovery")
+    else:
+        sample(probe, every=SAMPLE_EVERY, duration=BASELINE_SECONDS, what="the baseline")
+    last = _app_seq(ctx)
+    query = f"/stats?from={first}&to={last}&since={since}"
+    progress = {"received": -1, "at": time.monotonic()}
+
+    def settled() -> dict[str, Any] | None:
+        stats = _sink(ctx, query)
+        if stats["freshness_lag_seconds"] is not None:
+            ctx.record("freshness_lag_seconds", stats["freshness_lag_seconds"])
+        w = stats["window"]
+        if w["missing"] == 0:
+            return stats
+        if w["received"] != progress["received"]:
+            progress.update(received=w["received"], at=time.monotonic())
+            return None
+        past_end = stats["max_seq"] > last + 2 * LINES_PER_SECOND
+        quiet = time.monotonic() - progress["at"] >= SETTLE_QUIET_SECONDS
+        return stats if past_end and quiet else None
+
+    final = wait_for(
+        settled, what="the window's lines to arrive or stop arriving", timeout=120, interval=1
+    )
+    w = final["window"]
+    max_lag = float(final["max_lag_since_seconds"] or 0.0)
+    metrics = _shipper_metrics(ctx)
+    ctx.log(
+        f"lines {first}..{last}: {w['received']}/{w['expected']} arrived, {w['missing']} lost "
+        f"{w['missing_ranges'][:5]}, {w['duplicates']} duplicates; max freshness lag "
+        f"{max_lag:.1f}s; running shipper reports {metrics.get('records_dropped', '?')} "
+        f"dropped records, {metrics.get('retries', '?')} retries"
+    )
+    return {
+        "lines_written": w["expected"],
+        "lines_lost": w["missing"],
+        "duplicate_lines": w["duplicates"],
+        "max_freshness_lag_seconds": round(max_lag, 2),
+        "freshness_alert_fired": 1.0 if max_lag > ALERT_LAG_SECONDS else 0.0,
+        "records_dropped_reported": float(metrics.get("records_dropped", -1)),
+    }
+
+
+def steady_state(ctx: RunContext) -> dict[str, float]:
+    return _window(ctx, disrupt=False)
+
+
+def inject(ctx: RunContext) -> None:
+    # The fault is timed inside the measured window (see manifests/fault.yaml);
+    # here we only check the sink can be switched, and switch it back.
+    on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
+    off = _sink(ctx, "/fault", {"reject": False})
+    if not on["rejecting"] or off["rejecting"]:
+        raise RunError("the sink did not switch its 429 fault on and off")
+    ctx.measure("fault_seconds", FAULT_SECONDS)
+    ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
+
+
+def symptom(ctx: RunContext) -> dict[str, float]:
+    return _window(ctx, disrupt=True)
+
+
+def mitigate(ctx: RunContext) -> None:
+    ctx.apply("mitigation.yaml")
+    pod = _wait_shipper_rollout(ctx)
+    ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
+    args = ds.spec.template.spec.containers[0].command
+    if "--state-dir" not in args or "none" not in args:
+        raise RunError(f"the shipper DaemonSet is not in its durable configuration: {args}")
+    _wait_shipping(ctx)
+    ctx.log(f"shipper {pod}: position DB and file buffer in {ctx.state['host_dir']}")
+
+
+def verify(ctx: RunContext) -> dict[str, float]:
+    return _window(ctx, disrupt=True)
