@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -191,6 +192,9 @@ def _summary(reports: list[ScenarioReport]) -> None:
     is_flag=True,
     help="Keep a cluster this run created (for debugging); by default it is deleted.",
 )
+@click.option(
+    "--dry-run", is_flag=True, help="Print every change each phase would make; change nothing."
+)
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
@@ -199,6 +203,7 @@ def run(
     allow_context: str | None,
     report_dir: Path,
     keep_cluster: bool,
+    dry_run: bool,
 ) -> None:
     """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
 
@@ -210,6 +215,10 @@ def run(
     chosen = (
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
+    if dry_run:
+        for s in chosen:
+            print_plan(s)
+        return
     prov = get_provider(
         provider, context=context, allow_context=allow_context, keep_cluster=keep_cluster
     )
@@ -313,6 +322,23 @@ def cleanup(provider: str) -> None:
 
     for line in sweep(get_provider(provider)):
         console.print(line)
+
+
+def print_plan(s: scenarios.Scenario) -> None:
+    """The dry run: the declared changes per phase and the objects they apply."""
+    console.print(f"[bold]{s.id}[/bold] (dry run: nothing is changed)")
+    for phase in scenarios.PHASES:
+        steps = s.meta.plan.get(phase, ())
+        if phase == "teardown":
+            steps = (*steps, "delete the run's namespace and undo every change above")
+        console.print(f"  [cyan]{phase}[/cyan]")
+        for step in steps:
+            console.print(f"    - {step}", markup=False)
+            for name in re.findall(r"[\w.-]+\.yaml", step):
+                path = s.manifests / name
+                if path.is_file():
+                    for obj in scenarios.manifest_objects(path):
+                        console.print(f"        {obj}", markup=False)
 
 
 @cli.group()

@@ -196,8 +196,9 @@ class Runner:
     def _run_phases(self, scenario: Scenario, ctx: RunContext, report: ScenarioReport) -> str:
         report.info["namespace"] = ctx.namespace
         for phase in STEP_PHASES:
-            result = self._run_phase(scenario, ctx, phase)
-            report.phases.append(result)
+            result = PhaseResult(phase)
+            report.phases.append(result)  # recorded even if a signal cuts it short
+            self._run_phase(scenario, ctx, result)
             if result.error:
                 return "error"
             if not result.ok:
@@ -206,10 +207,10 @@ class Runner:
                 self.hold_fault(ctx)
         return "passed"
 
-    def _run_phase(self, scenario: Scenario, ctx: RunContext, phase: str) -> PhaseResult:
+    def _run_phase(self, scenario: Scenario, ctx: RunContext, result: PhaseResult) -> None:
+        phase = result.name
         ctx.phase = phase
         self._emit(Event("phase-start", scenario.id, phase))
-        result = PhaseResult(phase)
         start = time.monotonic()
         try:
             fn = scenario.step(phase)
@@ -224,8 +225,9 @@ class Runner:
                 )
             result.measurements = _judge(phase, values, scenario)
             result.ok = all(m.ok is not False for m in result.measurements.values())
-        except Interrupted:
+        except Interrupted as exc:
             result.ok = False
+            result.error = str(exc)
             result.seconds = time.monotonic() - start
             self._emit(Event("phase-end", scenario.id, phase, result=result))
             raise
@@ -235,7 +237,6 @@ class Runner:
             ctx.state.setdefault("tracebacks", []).append(traceback.format_exc())
         result.seconds = time.monotonic() - start
         self._emit(Event("phase-end", scenario.id, phase, result=result))
-        return result
 
     def _teardown(self, scenario: Scenario, ctx: RunContext | None) -> PhaseResult:
         self._emit(Event("phase-start", scenario.id, "teardown"))

@@ -13,6 +13,7 @@ import importlib.util
 import operator
 import os
 import re
+import string
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class ScenarioMeta:
     # Seconds the story's physics imposes (grace periods, load durations, CFS
     # periods): the floor under its wall time, for the suite's own benchmark.
     physics_seconds: float = 0.0
+    # What each phase changes, in words an SRE can approve before a game day;
+    # `kfs run --dry-run` prints it with the objects of every manifest it names.
+    plan: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 StepFn = Callable[[Any], Any]
@@ -188,7 +192,14 @@ def load_meta(path: Path) -> ScenarioMeta:
         root_cause=str(raw.get("root_cause", "")).strip(),
         takeaways=tuple(raw.get("takeaways", ())),
         physics_seconds=float(raw.get("physics_seconds", 0)),
+        plan=_plan(file, raw.get("plan") or {}),
     )
+
+
+def _plan(file: Path, raw: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, dict) or any(p not in PHASES for p in raw):
+        raise ScenarioDefinitionError(f"{file}: plan must map phase names to lists of changes")
+    return {phase: tuple(str(x) for x in items or ()) for phase, items in raw.items()}
 
 
 def scenarios_root() -> Path:
@@ -215,3 +226,13 @@ def get(scenario_id: str, root: Path | None = None) -> Scenario:
         closest = difflib.get_close_matches(scenario_id, list(known), n=3, cutoff=0.3)
         raise UnknownScenarioError(scenario_id, closest)
     return known[scenario_id]
+
+
+def manifest_objects(path: Path) -> list[str]:
+    """`Kind/name` of each object in a manifest, variables left unfilled."""
+    text = string.Template(path.read_text()).safe_substitute()
+    return [
+        f"{d.get('kind')}/{d.get('metadata', {}).get('name')}"
+        for d in yaml.safe_load_all(text)
+        if isinstance(d, dict)
+    ]

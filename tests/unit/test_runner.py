@@ -138,3 +138,79 @@ def test_json_report_follows_the_contract(make_scenario, provider, tmp_path):
     assert symptom["measurements"]["errors"] == {"value": 9.0, "threshold": ">= 5", "ok": True}
     assert data["series"]["errors"][0][1] == 9.0
     assert data["seconds"] == pytest.approx(report.seconds, abs=0.01)
+
+
+PER_PHASE = """
+import os, signal
+from pathlib import Path
+LOG = Path({log!r})
+
+def note(what):
+    with LOG.open("a") as f:
+        f.write(what + "\\n")
+
+def maybe_kill(phase):
+    if phase == {phase!r}:
+        os.kill(os.getpid(), signal.{sig})
+
+def setup(ctx):
+    ctx.defer("undo setup", lambda: note("undo-setup"))
+    maybe_kill("setup")
+
+def steady_state(ctx):
+    maybe_kill("steady-state")
+    return {{"errors": 0}}
+
+def inject(ctx):
+    ctx.defer("revert fault", lambda: note("revert-fault"))
+    maybe_kill("inject")
+
+def symptom(ctx):
+    maybe_kill("symptom")
+    return {{"errors": 9}}
+
+def mitigate(ctx):
+    maybe_kill("mitigate")
+
+def verify(ctx):
+    maybe_kill("verify")
+    return {{"errors": 0}}
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "phase", ["setup", "steady-state", "inject", "symptom", "mitigate", "verify"]
+)
+def test_a_signal_in_any_phase_reverts_and_cleans_up(make_scenario, provider, tmp_path, phase, sig):
+    log = tmp_path / "log.txt"
+    folder = make_scenario(PER_PHASE.format(log=str(log), phase=phase, sig=sig))
+    with pytest.raises(Interrupted, match=sig):
+        Runner(provider, tmp_path / "r").run(scenarios.get("test-story", folder.parent))
+    undone = log.read_text().split()
+    expected = (
+        ["undo-setup"] if phase in ("setup", "steady-state") else ["revert-fault", "undo-setup"]
+    )
+    assert undone == expected
+    assert provider.kube_.deleted == provider.kube_.namespaces
+    data = json.loads((tmp_path / "r" / "test-story.json").read_text())
+    failed = next(p for p in data["phases"] if p["name"] == phase)
+    assert failed["ok"] is False and sig in failed["error"]
+    assert data["verdict"] == "error"
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(monkeypatch):
+    from click.testing import CliRunner
+
+    from failure_stories import cli as cli_module
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("a dry run must not reach a provider")
+
+    monkeypatch.setattr(cli_module, "get_provider", boom)
+    out = CliRunner().invoke(cli_module.cli, ["run", "--dry-run", "--all"])
+    assert out.exit_code == 0, out.output
+    for s in scenarios.discover().values():
+        assert f"{s.id} (dry run: nothing is changed)" in out.output
+    assert "Deployment/web" in out.output
+    assert "KFS-NOMASQ" in out.output
