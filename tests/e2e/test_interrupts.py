@@ -1,0 +1,67 @@
+"""Ctrl-C or SIGTERM in the middle of a real run reverts its node-level fault and
+deletes what it created: checked on the MindTickle story, whose fault is an
+iptables chain and whose outside world is a network namespace."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from failure_stories.wait import wait_for
+
+STORY = "mindtickle-external-snat"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_symptom_reverts_everything(kfs_provider, kube, tmp_path: Path, sig):
+    kfs = str(Path(sys.executable).with_name("kfs"))
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        run = subprocess.Popen(
+            [kfs, "run", STORY, "--report-dir", str(tmp_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+    try:
+        wait_for(
+            lambda: f"{STORY} symptom" in log.read_text(), what="the symptom phase", timeout=600
+        )
+        chain = subprocess.run(
+            ["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "KFS-NOMASQ-" in chain  # the fault is in place when the signal lands
+        run.send_signal(sig)
+        assert run.wait(timeout=180) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+    text = log.read_text()
+    netns_name = re.search(r"netns (kfs-ext-\w+)", text).group(1)
+    chains = subprocess.run(
+        ["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "KFS-NOMASQ-" not in chains
+    netns = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    assert netns_name not in netns
+    report = json.loads((tmp_path / f"{STORY}.json").read_text())
+    assert report["verdict"] == "error"
+    symptom = next(p for p in report["phases"] if p["name"] == "symptom")
+    assert symptom["error"] == f"interrupted by {sig.name}"
+    with pytest.raises(ApiException) as gone:
+        kube.core.read_namespace(report["info"]["namespace"])
+    assert gone.value.status == 404
+    assert "Traceback" not in text
