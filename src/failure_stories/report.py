@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,3 @@ def write_junit(reports: list[ScenarioReport], report_dir: Path) -> Path:
     path.write_text(junit_xml(reports))
     return path
 
-
-def summary_rows(report: ScenarioReport) -> dict[str, Any]:
-    """The measurements that decided the verdict, flattened for tables."""
-    return asdict(report)

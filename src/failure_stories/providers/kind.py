@@ -12,8 +12,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from failure_stories.errors import ClusterUnreachableError, DefinitionError, MissingToolError
 from failure_stories.kube import Kube
 from failure_stories.providers.base import (
@@ -175,7 +173,3 @@ class KindProvider(Provider):
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         return run(["docker", "exec", node, *argv], check=check)
 
-
-def load_config(name: str) -> dict[str, Any]:
-    data = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-    return data if isinstance(data, dict) else {}
