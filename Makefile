@@ -46,7 +46,7 @@ test: setup lint
 	.venv/bin/pytest tests scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m failure_stories.bench --out bench.json
+	$(PY) -m failure_stories.bench --out bench.json $(BENCH_ARGS)
 
 clean-cluster: venv
 	$(KFS) cluster down
