@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from failure_stories import scenario as scenarios
+from failure_stories.audit_cli import audit
 from failure_stories.errors import Interrupted, KfsError
 from failure_stories.html_report import write_html
 from failure_stories.providers import NAMES as PROVIDERS
@@ -388,6 +389,9 @@ def _print_status(st: Any) -> None:
     for n in st.nodes:
         table.add_row(n["name"], n["ready"], n["kind"], n["kubelet"])
     console.print(table)
+
+
+cli.add_command(audit)
 
 
 def main() -> None:
