@@ -12,7 +12,7 @@ from failure_stories.errors import RunError
 from failure_stories.wait import wait_for
 
 CPU_LIMIT_MILLI = 200
-LOAD = ["--rate", "1.5", "--duration", "30"]
+LOAD = ["--rate", "1.5", "--duration", "40"]
 
 
 def _api_pod(ctx: RunContext) -> Any:
@@ -69,6 +69,7 @@ def _load(ctx: RunContext, label: str) -> dict[str, float]:
         "throttled_period_ratio": round(throttled / periods, 4) if periods else 0.0,
         "cpu_usage_to_limit_ratio": round(used_cores * 1000 / CPU_LIMIT_MILLI, 4),
         "p50_latency_ms": result["p50_ms"],
+        "p95_latency_ms": result["p95_ms"],
         "p99_latency_ms": result["p99_ms"],
         "request_success_ratio": round(result["ok"] / result["sent"], 4),
     }
@@ -105,7 +106,7 @@ def inject(ctx: RunContext) -> None:
 
 def symptom(ctx: RunContext) -> dict[str, float]:
     out = _load(ctx, "with_limit")
-    ctx.state["p99_with_limit"] = out["p99_latency_ms"]
+    ctx.state["p95_with_limit"] = out["p95_latency_ms"]
     node = ctx.kube.core.read_node(_api_pod(ctx).spec.node_name)
     release = node.status.node_info.kernel_version
     ctx.log(
@@ -125,7 +126,9 @@ def mitigate(ctx: RunContext) -> None:
 
 def verify(ctx: RunContext) -> dict[str, float]:
     out = _load(ctx, "without_limit")
+    # p95, not p99: with 60 requests p99 is the single slowest one, which a noisy
+    # neighbour on a 2-core machine can decide on its own.
     out["latency_improvement_factor"] = round(
-        ctx.state["p99_with_limit"] / max(out["p99_latency_ms"], 0.001), 2
+        ctx.state["p95_with_limit"] / max(out["p95_latency_ms"], 0.001), 2
     )
     return out
