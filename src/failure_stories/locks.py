@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from failure_stories.wait import wait_for
@@ -34,10 +34,16 @@ def _try_lock(path: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def held(name: str, what: str, timeout: float = 1800) -> Iterator[None]:
+def held(
+    name: str, what: str, timeout: float = 1800, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Hold lock ``name``, waiting (bounded) for another holder to finish."""
     path = lock_dir() / f"{name}.lock"
-    fd = wait_for(lambda: _try_lock(path), what=what, timeout=timeout, interval=1)
+    fd = _try_lock(path)
+    if fd is None:
+        if on_wait is not None:
+            on_wait(f"waiting for {what}")
+        fd = wait_for(lambda: _try_lock(path), what=what, timeout=timeout, interval=1)
     assert fd is not None  # wait_for returns only a truthy value
     try:
         yield

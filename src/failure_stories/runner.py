@@ -180,7 +180,13 @@ class Runner:
         kube = self.provider.prepare(scenario)
         report.info.update(self.provider.info())
         if scenario.meta.needs_real_node:
-            self._enter(locks.held("node", "another run's node-level fault to end"))
+            self._enter(
+                locks.held(
+                    "node",
+                    "another run's node-level fault to end",
+                    on_wait=lambda m: self._emit(Event("log", scenario.id, "", m)),
+                )
+            )
         namespace = kube.create_namespace(scenario.id)
         self._enter(locks.held(f"run-{namespace}", f"the lock of run {namespace}"))
         return RunContext(
