@@ -28,8 +28,8 @@ binaries: venv system
 	$(PY) -m failure_stories.prepare
 
 lint: venv
-	.venv/bin/ruff check src tests scenarios operator
-	.venv/bin/ruff format --check src tests scenarios operator
+	.venv/bin/ruff check src tests scenarios operator images
+	.venv/bin/ruff format --check src tests scenarios operator images
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 

@@ -12,6 +12,7 @@ Run as: python3 /opt/kfs/workloads/burstsvc.py --port 8080 --workers 2 --burst-m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import signal
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             elif self.path == "/work":
                 t0 = time.monotonic()
                 cpu = sum(pool.map(burn, [args.burst_ms] * args.workers))
-                body = json.dumps({"wall_ms": (time.monotonic() - t0) * 1000,
-                                   "cpu_ms": cpu * 1000}).encode()
+                body = json.dumps(
+                    {"wall_ms": (time.monotonic() - t0) * 1000, "cpu_ms": cpu * 1000}
+                ).encode()
             else:
                 self.send_error(404)
                 return
@@ -60,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadingHTTPServer(("0.0.0.0", args.port), Handler)  # noqa: S104
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"burstsvc on :{args.port}, {args.workers} workers x {args.burst_ms} ms", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     pool.terminate()
     return 0
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = sorted(latencies)
 
     def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else -1.0
+        return lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))] if lat else -1.0
 
     print(
         json.dumps(

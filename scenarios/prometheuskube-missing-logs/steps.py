@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 from kubernetes.client.rest import ApiException
+from websocket import WebSocketException
 
 from failure_stories.context import RunContext
-from failure_stories.errors import RunError, ScenarioDefinitionError, TransientError
+from failure_stories.errors import RunError, ScenarioDefinitionError, TransientError, WaitTimeout
 from failure_stories.kube import pod_ready
 from failure_stories.providers.base import REAL_NODE_LABEL
 from failure_stories.wait import sample, wait_for
@@ -44,12 +45,22 @@ def _one_ready(ctx: RunContext, selector: str, exclude: frozenset[str] = frozens
     return ready[0] if len(ready) == 1 and len(pods) == 1 else None
 
 
-def _exec(ctx: RunContext, pod: str, argv: list[str]) -> str:
-    code, out, err = ctx.kube.exec(ctx.namespace, pod, argv, timeout=20)
+def _exec_once(ctx: RunContext, pod: str, argv: list[str]) -> str:
+    what = f"{' '.join(argv[:4])} in {pod}"
+    # A busy API server or a restarting pod: all worth another try.
+    try:
+        code, out, err = ctx.kube.exec(ctx.namespace, pod, argv, timeout=20)
+    except (ApiException, OSError, WebSocketException, WaitTimeout) as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
     if code != 0:
-        # The pod may be restarting or the API server busy: worth another try.
-        raise TransientError(f"{' '.join(argv)} in {pod} failed ({code}): {err.strip()[-200:]}")
+        raise TransientError(f"{what} failed ({code}): {err.strip()[-200:]}")
     return out
+
+
+def _exec(ctx: RunContext, pod: str, argv: list[str]) -> str:
+    return wait_for(
+        lambda: _exec_once(ctx, pod, argv), what=f"{argv[0]} in {pod}", timeout=30, interval=1
+    )
 
 
 def _sink(ctx: RunContext, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -63,7 +74,7 @@ def _sink(ctx: RunContext, path: str, data: dict[str, Any] | None = None) -> dic
 
 def _app_seq(ctx: RunContext) -> int:
     """The last sequence number the application has written (its own count)."""
-    return int(_exec(ctx, "app", ["cat", "/tmp/seq"]).strip() or 0)
+    return int(_exec(ctx, "app", ["cat", "/tmp/seq"]).strip())
 
 
 def _shipper_metrics(ctx: RunContext) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def _remove_state(ctx: RunContext, node: str, host_dir: str) -> None:
 
 
 def _wait_shipper_rollout(ctx: RunContext) -> str:
-    def done() -> str | None:
+    def done() -> str:
         ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
         st = ds.status
         settled = (
@@ -114,16 +125,16 @@ def _wait_shipper_rollout(ctx: RunContext) -> str:
             and (st.number_ready or 0) == 1
         )
         pod = _one_ready(ctx, SHIPPER) if settled else None
-        return None if pod is None else str(pod.metadata.name)
+        return "" if pod is None else str(pod.metadata.name)
 
     return wait_for(done, what="the shipper DaemonSet rolled out", timeout=120, interval=1)
 
 
 def _wait_shipping(ctx: RunContext) -> dict[str, Any]:
-    def fresh() -> dict[str, Any] | None:
+    def fresh() -> dict[str, Any]:
         s = _sink(ctx, "/stats")
         lag = s["freshness_lag_seconds"]
-        return s if lag is not None and lag < 5 and not s["rejecting"] else None
+        return s if lag is not None and lag < 5 and not s["rejecting"] else {}
 
     return wait_for(fresh, what="fresh lines arriving at the sink", timeout=90, interval=1)
 
@@ -175,9 +186,7 @@ def _restart_shipper(ctx: RunContext, seen: dict[str, Any]) -> None:
         return _one_ready(ctx, SHIPPER, exclude=frozenset({name}))
 
     new = wait_for(replaced, what="the DaemonSet to recreate the shipper", timeout=90, interval=1)
-    ctx.log(
-        f"shipper {name} deleted; {new.metadata.name} ready after {time.monotonic() - t0:.1f}s"
-    )
+    ctx.log(f"shipper {name} deleted; {new.metadata.name} ready after {time.monotonic() - t0:.1f}s")
 
 
 def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
@@ -209,7 +218,7 @@ def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
     query = f"/stats?from={first}&to={last}&since={since}"
     progress = {"received": -1, "at": time.monotonic()}
 
-    def settled() -> dict[str, Any] | None:
+    def settled() -> dict[str, Any]:
         stats = _sink(ctx, query)
         if stats["freshness_lag_seconds"] is not None:
             ctx.record("freshness_lag_seconds", stats["freshness_lag_seconds"])
@@ -218,10 +227,10 @@ def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
             return stats
         if w["received"] != progress["received"]:
             progress.update(received=w["received"], at=time.monotonic())
-            return None
+            return {}
         past_end = stats["max_seq"] > last + 2 * LINES_PER_SECOND
         quiet = time.monotonic() - progress["at"] >= SETTLE_QUIET_SECONDS
-        return stats if past_end and quiet else None
+        return stats if past_end and quiet else {}
 
     final = wait_for(
         settled, what="the window's lines to arrive or stop arriving", timeout=120, interval=1
