@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                 latencies.append((time.monotonic() - t0) * 1000)
         except OSError as exc:
             with lock:
-                failures.append(type(exc).__name__)
+                failures.append(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"[:120])
 
     threads = []
     start = time.monotonic()
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sent": n,
                 "ok": len(lat),
                 "failed": len(failures),
+                "errors": sorted(set(failures)),
                 "p50_ms": round(pct(50), 2),
                 "p90_ms": round(pct(90), 2),
                 "p95_ms": round(pct(95), 2),

@@ -60,6 +60,8 @@ def _load(ctx: RunContext, label: str) -> dict[str, float]:
     periods = after["nr_periods"] - before["nr_periods"]
     throttled = after["nr_throttled"] - before["nr_throttled"]
     used_cores = (after["usage_ns"] - before["usage_ns"]) / 1e9 / wall
+    if result["failed"]:
+        ctx.log(f"{label}: failed requests: {', '.join(result.get('errors', []))}")
     ctx.log(
         f"{label}: {result['ok']}/{result['sent']} ok, p50 {result['p50_ms']} ms, "
         f"p99 {result['p99_ms']} ms, {throttled}/{periods} periods throttled, "
@@ -100,6 +102,7 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
 def inject(ctx: RunContext) -> None:
     ctx.apply("fault.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "api")
+    ctx.kube.wait_service_answers(ctx.namespace, "api", from_pod="loadgen")
     quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
     ctx.measure("cfs_quota_us", quota)
 
@@ -120,6 +123,7 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 def mitigate(ctx: RunContext) -> None:
     ctx.apply("mitigation.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "api")
+    ctx.kube.wait_service_answers(ctx.namespace, "api", from_pod="loadgen")
     quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
     ctx.measure("cfs_quota_us", quota)
 

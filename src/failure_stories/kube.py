@@ -249,6 +249,7 @@ class Kube:
         from_pod: str,
         path: str = "/healthz",
         timeout: float = 30,
+        in_a_row: int = 3,
     ) -> str:
         """Wait until ``from_pod`` gets an HTTP 2xx from the Service; return its ClusterIP.
 
@@ -256,7 +257,14 @@ class Kube:
         lag its endpoints becoming ready by a sync period.
         """
         ip = str(self.core.read_namespaced_service(service, namespace).spec.cluster_ip)
-        probe = ["curl", "-sf", "-o", "/dev/null", "-m", "2", f"http://{ip}{path}"]
+        # Several answers in a row from one exec: after a pod is replaced, kube-proxy
+        # may still route some connections to the old endpoint for a moment.
+        probe = [
+            "sh",
+            "-c",
+            f"for i in $(seq {in_a_row}); do "
+            f"curl -sf -o /dev/null -m 2 http://{ip}{path} || exit 1; done",
+        ]
         wait_for(
             lambda: self.exec(namespace, from_pod, probe)[0] == 0,
             what=f"service {namespace}/{service} to answer from {from_pod}",

@@ -188,4 +188,3 @@ def write_junit(reports: list[ScenarioReport], report_dir: Path) -> Path:
     path = report_dir / "junit.xml"
     path.write_text(junit_xml(reports))
     return path
-

@@ -179,7 +179,7 @@ class Runner:
     def _prepare(self, scenario: Scenario, report: ScenarioReport) -> RunContext:
         kube = self.provider.prepare(scenario)
         report.info.update(self.provider.info())
-        if scenario.meta.needs_real_node:
+        if scenario.meta.node_level_fault:
             self._enter(
                 locks.held(
                     "node",

@@ -84,6 +84,9 @@ class ScenarioMeta:
     checks: Mapping[str, Mapping[str, Threshold]]
     kind_config: str
     needs_real_node: bool = False
+    # The fault changes a node (iptables, processes, a node's heartbeat...): such
+    # runs hold the node lock so that two of them never overlap.
+    node_level_fault: bool = False
     min_nodes: int = 1
     briefing: str = ""
     hints: tuple[str, ...] = ()
@@ -186,6 +189,7 @@ def load_meta(path: Path) -> ScenarioMeta:
         checks=checks,
         kind_config=raw["kind_config"],
         needs_real_node=bool(raw.get("needs_real_node", False)),
+        node_level_fault=bool(raw.get("node_level_fault", raw.get("needs_real_node", False))),
         min_nodes=int(raw.get("min_nodes", 1)),
         briefing=str(raw.get("briefing", "")).strip(),
         hints=tuple(raw.get("hints", ())),

@@ -172,4 +172,3 @@ class KindProvider(Provider):
 
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         return run(["docker", "exec", node, *argv], check=check)
-

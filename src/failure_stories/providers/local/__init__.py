@@ -47,8 +47,6 @@ class LocalProvider(Provider):
         # The bridge carries the API server's advertised address, so it comes first.
         self.node.prepare_host()
         controlplane.start(self.paths, self.sup)
-        for node in L.SIMULATED_NODES:  # a crashed run may have left one frozen
-            self.sup.thaw(controlplane.kwok_component(node))
         self.node.start()
         kube = self.kube()
         wait_for(

@@ -1,0 +1,274 @@
+"""Install and run the kfs operator (kopf) that scenarios use as their system under test.
+
+Two ways to run it:
+
+* :class:`HostOperator` - ``kopf run`` as a supervised process on this host
+  (the local provider: the host reaches pod IPs over the node's bridge). A
+  scenario run scopes it to its own namespace, so parallel runs never manage
+  each other's objects; it logs to a file in the report directory.
+* :class:`InClusterOperator` - ``operator/rbac.yaml`` and
+  ``operator/deployment.yaml`` applied to a cluster (kind or existing), from
+  the image built with ``operator/Dockerfile``.
+
+The handler files live in ``operator/``; :data:`HANDLER_FILES` lists the ones
+every operator loads, and a caller may pass more (one ``kopf run`` takes
+several files).
+
+CRDs are cluster-scoped and shared: :func:`ensure_crds` installs or updates
+them and nothing removes them while objects of their kinds exist anywhere,
+since deleting a CRD deletes every such object in every namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from failure_stories.errors import ProviderError
+from failure_stories.images import TOOLBOX_IMAGE
+from failure_stories.kube import Kube, render
+from failure_stories.providers.local.processes import Supervisor
+from failure_stories.wait import wait_for
+
+if TYPE_CHECKING:
+    from failure_stories.context import RunContext
+
+OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
+HANDLER_FILES: tuple[str, ...] = ("redisfailover.py",)
+OPERATOR_IMAGE = "localhost/kfs/operator:v1"
+SYSTEM_NAMESPACE = "kfs-system"
+DEPLOYMENT = "kfs-operator"
+# A cluster-wide operator installed on the local cluster leaves scenario and
+# test namespaces (kfs-<id>-<suffix>) to the operators those runs start.
+LOCAL_INSTALL_SCOPE = "!kfs-*"
+
+Log = Any  # a callable taking one string
+
+
+def crd_manifests() -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = []
+    for path in sorted((OPERATOR_DIR / "crds").glob("*.yaml")):
+        objs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return objs
+
+
+def ensure_crds(kube: Kube, timeout: float = 60) -> list[str]:
+    """Create or update the operator's CRDs (server-side apply) and wait until served."""
+    objs = crd_manifests()
+    kube.apply(objs, None)
+    ext = client.ApiextensionsV1Api(kube.api)
+    names = [o["metadata"]["name"] for o in objs]
+
+    def established() -> bool:
+        for name in names:
+            crd = ext.read_custom_resource_definition(name)
+            conds = crd.status.conditions or [] if crd.status else []
+            if not any(c.type == "Established" and c.status == "True" for c in conds):
+                return False
+        return True
+
+    wait_for(established, what=f"CRDs {', '.join(names)} established", timeout=timeout)
+    return names
+
+
+def objects_left(kube: Kube) -> dict[str, int]:
+    """How many objects of each operator kind exist, in all namespaces."""
+    custom = client.CustomObjectsApi(kube.api)
+    counts: dict[str, int] = {}
+    for crd in crd_manifests():
+        spec = crd["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+        try:
+            listed = custom.list_cluster_custom_object(
+                spec["group"], version, spec["names"]["plural"]
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        counts[crd["metadata"]["name"]] = len(listed.get("items", []))
+    return counts
+
+
+def remove_crds(kube: Kube) -> list[str]:
+    """Delete the CRDs if no object of theirs is left anywhere; say what was done."""
+    left = {name: n for name, n in objects_left(kube).items() if n}
+    if left:
+        return [f"kept CRD {name}: {n} object(s) still use it" for name, n in left.items()]
+    done = []
+    ext = client.ApiextensionsV1Api(kube.api)
+    for crd in crd_manifests():
+        name = crd["metadata"]["name"]
+        try:
+            ext.delete_custom_resource_definition(name)
+            done.append(f"deleted CRD {name}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    return done
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HostOperator:
+    """``kopf run`` on this host, under a Supervisor (pid and log files in ``state_dir``)."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        state_dir: Path,
+        *,
+        name: str = DEPLOYMENT,
+        namespaces: Sequence[str] = (),
+        handler_files: Sequence[str] = HANDLER_FILES,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.sup = Supervisor(state_dir)
+        self.name = name
+        self.namespaces = tuple(namespaces)
+        self.files = tuple(str(OPERATOR_DIR / f) for f in handler_files)
+        self.env = {"KUBECONFIG": str(kubeconfig), "KFS_REDIS_IMAGE": TOOLBOX_IMAGE, **(env or {})}
+        self.port = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.sup.log_path(self.name)
+
+    def argv(self) -> list[str]:
+        scope = [f"--namespace={ns}" for ns in self.namespaces] or ["--all-namespaces"]
+        return [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "--standalone",
+            f"--liveness=http://127.0.0.1:{self.port}/healthz",
+            *scope,
+            *self.files,
+        ]
+
+    def alive(self) -> bool:
+        return self.sup.alive(self.name)
+
+    def start(self, timeout: float = 90) -> None:
+        """Start kopf and wait until its liveness endpoint answers (startup done)."""
+        self.port = _free_port()
+        self.sup.start(self.name, self.argv(), env=self.env)
+        url = f"http://127.0.0.1:{self.port}/healthz"
+
+        def healthy() -> bool:
+            if not self.alive():
+                raise ProviderError(f"kopf exited during startup: {self.sup.tail(self.name)}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    return bool(resp.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_for(healthy, what=f"operator {self.name} healthy ({url})", timeout=timeout)
+
+    def stop(self) -> None:
+        self.sup.stop(self.name)
+
+    def crash(self) -> None:
+        """SIGKILL, as an OOM kill or a node loss would end it: no cleanup runs."""
+        rec = self.sup.record(self.name)
+        if rec is None or not self.alive():
+            raise ProviderError(f"operator {self.name} is not running")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(rec.pid, signal.SIGKILL)
+        wait_for(lambda: not self.alive(), what=f"{self.name} to die", timeout=10, interval=0.1)
+        self.sup.stop(self.name)  # forgets the record
+
+
+class InClusterOperator:
+    """The operator Deployment (cluster-wide) from ``operator/*.yaml``."""
+
+    def __init__(self, kube: Kube, image: str = OPERATOR_IMAGE) -> None:
+        self.kube = kube
+        self.image = image
+
+    def manifests(self) -> list[dict[str, Any]]:
+        variables = {"OPERATOR_IMAGE": self.image, "TOOLBOX_IMAGE": TOOLBOX_IMAGE}
+        objs: list[dict[str, Any]] = []
+        for name in ("rbac.yaml", "deployment.yaml"):
+            objs += render((OPERATOR_DIR / name).read_text(), variables)
+        return objs
+
+    def installed(self) -> bool:
+        try:
+            self.kube.apps.read_namespaced_deployment(DEPLOYMENT, SYSTEM_NAMESPACE)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def install(self, timeout: float = 120) -> None:
+        ensure_crds(self.kube)
+        self.kube.apply(self.manifests(), SYSTEM_NAMESPACE)
+        try:
+            self.kube.wait_rollout(SYSTEM_NAMESPACE, DEPLOYMENT, timeout=timeout)
+        except Exception as exc:
+            raise ProviderError(
+                f"the operator Deployment did not become ready ({exc}); is {self.image} "
+                "built and loaded? docker build -f operator/Dockerfile -t "
+                f"{self.image} . && kind load docker-image {self.image} --name <cluster>"
+            ) from exc
+
+    def uninstall(self) -> list[str]:
+        done = []
+        for obj in reversed(self.manifests()):
+            self.kube.delete(obj, SYSTEM_NAMESPACE)
+            done.append(f"deleted {obj['kind']} {obj['metadata']['name']}")
+        return done + remove_crds(self.kube)
+
+
+def start_for_run(ctx: RunContext) -> HostOperator | InClusterOperator:
+    """Give a scenario run an operator for its namespace; teardown is deferred here.
+
+    Local provider: a host process scoped to ``ctx.namespace`` (log:
+    ``<report-dir>/<id>-operator/logs/``). Other providers: the in-cluster
+    Deployment, installed if missing (and then removed at teardown).
+    """
+    names = ensure_crds(ctx.kube)
+    ctx.log(f"CRDs {', '.join(names)} installed (shared; left installed for other runs)")
+    if ctx.provider.name == "local":
+        op = HostOperator(
+            ctx.kube.kubeconfig,
+            ctx.report_dir / f"{ctx.scenario.id}-operator",
+            name=f"kfs-operator-{ctx.namespace}",
+            namespaces=(ctx.namespace,),
+        )
+        # Deferred before starting so a start that fails half-way is cleaned too.
+        ctx.defer(f"stop operator process {op.name}", op.stop)
+        op.start()
+        ctx.log(f"operator {op.name} running, log {op.log_path}")
+        return op
+    incluster = InClusterOperator(ctx.kube)
+    if not incluster.installed():
+
+        def uninstall() -> None:
+            for line in incluster.uninstall():
+                ctx.log(line)
+
+        ctx.defer("uninstall the in-cluster operator", uninstall)
+        incluster.install()
+    return incluster
