@@ -52,3 +52,6 @@ def test_the_shipped_scenarios_are_well_formed():
         assert (s.path / "steps.py").is_file(), s.id
         for phase in ("setup", "symptom", "mitigate", "verify"):
             assert s.step(phase) is not None, (s.id, phase)
+        # A dry run must be able to show what the fault and the fix change.
+        assert s.meta.plan.get("setup") and s.meta.plan.get("mitigate"), s.id
+        assert s.meta.plan.get("inject") or s.meta.plan.get("symptom"), s.id
