@@ -40,14 +40,17 @@ def main(argv: list[str] | None = None) -> int:
             ok, error = True, ""
         except OSError as exc:
             ok, error = False, type(exc).__name__
-        results.append({"ok": ok, "ms": round((time.monotonic() - t0) * 1000, 1),
-                        "error": error})
-    print(json.dumps({
-        "count": args.count,
-        "ok": sum(r["ok"] for r in results),
-        "syn_retransmits": syn_retransmits() - before,
-        "results": results,
-    }))
+        results.append({"ok": ok, "ms": round((time.monotonic() - t0) * 1000, 1), "error": error})
+    print(
+        json.dumps(
+            {
+                "count": args.count,
+                "ok": sum(r["ok"] for r in results),
+                "syn_retransmits": syn_retransmits() - before,
+                "results": results,
+            }
+        )
+    )
     return 0
 
 
