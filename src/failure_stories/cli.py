@@ -16,6 +16,7 @@ from failure_stories import scenario as scenarios
 from failure_stories.audit_cli import audit
 from failure_stories.errors import Interrupted, KfsError
 from failure_stories.html_report import write_html
+from failure_stories.operator_cli import operator_group
 from failure_stories.providers import NAMES as PROVIDERS
 from failure_stories.providers import get_provider
 from failure_stories.report import ScenarioReport, read_reports, write_json, write_junit
@@ -392,6 +393,7 @@ def _print_status(st: Any) -> None:
 
 
 cli.add_command(audit)
+cli.add_command(operator_group)
 
 
 def main() -> None:

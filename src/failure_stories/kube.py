@@ -292,6 +292,8 @@ class Kube:
             stdout=True,
             tty=False,
             _preload_content=False,
+            # Bound the websocket handshake too, not only the command's output.
+            _request_timeout=min(timeout, 30),
         )
         out: list[str] = []
         err: list[str] = []
