@@ -61,6 +61,7 @@ class LocalProvider(Provider):
             what=f"nodes {', '.join(nodes)} Ready",
             timeout=90,
         )
+        simulated.ensure_capacity(kube)
 
     def down(self) -> None:
         self.node.stop()

@@ -10,6 +10,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories.kube import Kube
 from failure_stories.providers.base import SIMULATED_NODE_LABEL
 from failure_stories.providers.local import layout as L
+from failure_stories.wait import wait_for
 
 CPU = "4"
 MEMORY = "16Gi"
@@ -62,3 +63,25 @@ def ensure(kube: Kube) -> None:
                 raise
             kube.core.create_node(node_manifest(name))
             kube.core.patch_node_status(name, node_status())
+
+
+def ensure_capacity(kube: Kube) -> None:
+    """Re-assert the nodes' size once kwok has initialised them.
+
+    kwok's node-initialize stage writes its own defaults (1k CPUs) into a new
+    node's status and may do so after our first patch; the scheduling stories
+    depend on the size, so patch again until it sticks.
+    """
+    want = node_status()["status"]
+
+    def sized() -> bool:
+        ok = True
+        for name in L.SIMULATED_NODES:
+            node = kube.core.read_node(name)
+            have = node.status.allocatable or {}
+            if any(have.get(k) != v for k, v in want["allocatable"].items()):
+                kube.core.patch_node_status(name, {"status": want})
+                ok = False
+        return ok
+
+    wait_for(sized, what="simulated nodes to keep their 4 CPU / 16Gi size", timeout=60)
