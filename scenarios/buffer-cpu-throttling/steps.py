@@ -99,12 +99,17 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
     }
 
 
-def inject(ctx: RunContext) -> None:
-    ctx.apply("fault.yaml")
+def _roll_out(ctx: RunContext, manifest: str) -> None:
+    """Replace the api pod and report the CFS quota its new cgroup really got."""
+    ctx.apply(manifest)
     ctx.kube.wait_rollout(ctx.namespace, "api")
     ctx.kube.wait_service_answers(ctx.namespace, "api", from_pod="loadgen")
     quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
     ctx.measure("cfs_quota_us", quota)
+
+
+def inject(ctx: RunContext) -> None:
+    _roll_out(ctx, "fault.yaml")
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
@@ -121,11 +126,7 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 
 
 def mitigate(ctx: RunContext) -> None:
-    ctx.apply("mitigation.yaml")
-    ctx.kube.wait_rollout(ctx.namespace, "api")
-    ctx.kube.wait_service_answers(ctx.namespace, "api", from_pod="loadgen")
-    quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
-    ctx.measure("cfs_quota_us", quota)
+    _roll_out(ctx, "mitigation.yaml")
 
 
 def verify(ctx: RunContext) -> dict[str, float]:
