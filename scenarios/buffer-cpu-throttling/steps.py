@@ -106,6 +106,25 @@ def _roll_out(ctx: RunContext, manifest: str) -> None:
     ctx.kube.wait_service_answers(ctx.namespace, "api", from_pod="loadgen")
     quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
     ctx.measure("cfs_quota_us", quota)
+    # Warm up for a few seconds, unmeasured: right after a pod swap the kubelet is
+    # still tearing the old pod down on the same two cores, which showed up as
+    # 50-85 ms outliers in the first requests of the no-limit phase.
+    ip = ctx.kube.core.read_namespaced_service("api", ctx.namespace).spec.cluster_ip
+    ctx.kube.exec(
+        ctx.namespace,
+        "loadgen",
+        [
+            "python3",
+            "/opt/kfs/workloads/loadgen.py",
+            "--url",
+            f"http://{ip}/work",
+            "--rate",
+            "1.5",
+            "--duration",
+            "5",
+        ],
+        timeout=60,
+    )
 
 
 def inject(ctx: RunContext) -> None:
