@@ -104,29 +104,34 @@ class Kube:
     def _resource(self, obj: dict[str, Any]) -> Any:
         return self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
 
+    def _server_side_apply(
+        self, obj: dict[str, Any], namespace: str | None, what: str, **extra: Any
+    ) -> Any:
+        """One server-side apply (namespaced objects into ``namespace``); a retryable
+        API failure becomes a TransientError, anything else propagates."""
+        resource = self._resource(obj)
+        ns = namespace if resource.namespaced else None
+        if ns:
+            obj.setdefault("metadata", {})["namespace"] = ns
+        try:
+            return resource.server_side_apply(
+                body=obj,
+                name=obj["metadata"]["name"],
+                namespace=ns,
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                **extra,
+            )
+        except ApiException as exc:
+            if is_transient(exc):
+                raise TransientError(
+                    f"{what} {obj['kind']}/{obj['metadata']['name']}: {exc.status}"
+                ) from exc
+            raise
+
     def apply(self, objs: Iterable[dict[str, Any]], namespace: str | None) -> list[Any]:
         """Server-side apply each object (namespaced ones into ``namespace``)."""
-        out = []
-        for obj in objs:
-            resource = self._resource(obj)
-            ns = namespace if resource.namespaced else None
-            if ns:
-                obj.setdefault("metadata", {})["namespace"] = ns
-            try:
-                out.append(
-                    resource.server_side_apply(
-                        body=obj,
-                        name=obj["metadata"]["name"],
-                        namespace=ns,
-                        field_manager=FIELD_MANAGER,
-                        force_conflicts=True,
-                    )
-                )
-            except ApiException as exc:
-                if is_transient(exc):
-                    raise TransientError(f"apply {obj['kind']}/{obj['metadata']['name']}") from exc
-                raise
-        return out
+        return [self._server_side_apply(obj, namespace, "apply") for obj in objs]
 
     def dry_run_admission(self, obj: dict[str, Any], namespace: str | None) -> str | None:
         """Would the API server accept ``obj``? None if yes, else its refusal message.
@@ -135,25 +140,9 @@ class Kube:
         validation and every admission plugin (Pod Security, ValidatingAdmissionPolicies,
         webhooks) as a real create or update would, but nothing is stored.
         """
-        body = copy.deepcopy(obj)
-        resource = self._resource(body)
-        ns = namespace if resource.namespaced else None
-        if ns:
-            body.setdefault("metadata", {})["namespace"] = ns
         try:
-            resource.server_side_apply(
-                body=body,
-                name=body["metadata"]["name"],
-                namespace=ns,
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-                dry_run="All",
-            )
+            self._server_side_apply(copy.deepcopy(obj), namespace, "dry-run", dry_run="All")
         except ApiException as exc:
-            if is_transient(exc):
-                raise TransientError(
-                    f"dry-run {body['kind']}/{body['metadata']['name']}: {exc.status}"
-                ) from exc
             if exc.status in (400, 403, 422):  # refused by validation or admission
                 try:
                     return str(json.loads(exc.body)["message"])
