@@ -16,7 +16,12 @@ import yaml
 from kubernetes import client, config, dynamic, stream
 from kubernetes.client.rest import ApiException
 
-from failure_stories.errors import ClusterUnreachableError, TransientError, WaitTimeout
+from failure_stories.errors import (
+    ClusterUnreachableError,
+    GuardRefusedError,
+    TransientError,
+    WaitTimeout,
+)
 from failure_stories.wait import wait_for
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -70,16 +75,33 @@ class Kube:
         return str(info.git_version)
 
     # -- namespaces -------------------------------------------------------------
-    def create_namespace(self, scenario_id: str, labels: dict[str, str] | None = None) -> str:
-        suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(6))
-        name = f"kfs-{scenario_id}"[:55] + f"-{suffix}"
+    def create_namespace(
+        self, scenario_id: str, labels: dict[str, str] | None = None, name: str | None = None
+    ) -> str:
+        """Create the run's namespace: ``name``, or kfs-<id>-<random suffix>.
+
+        A given name must not exist yet: the run deletes its namespace at the end,
+        so it never adopts one it did not create."""
+        if name is None:
+            suffix = "".join(
+                secrets.choice(string.ascii_lowercase + string.digits) for _ in range(6)
+            )
+            name = f"kfs-{scenario_id}"[:55] + f"-{suffix}"
         body = client.V1Namespace(
             metadata=client.V1ObjectMeta(
                 name=name,
                 labels={MANAGED_BY: KFS, SCENARIO_LABEL: scenario_id, **(labels or {})},
             )
         )
-        self.core.create_namespace(body)
+        try:
+            self.core.create_namespace(body)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise GuardRefusedError(
+                    f"namespace {name} already exists; name one that does not (the run "
+                    "creates its namespace and deletes it at the end)"
+                ) from None
+            raise
         return name
 
     def delete_namespace(self, name: str, timeout: float = 120) -> None:
@@ -113,6 +135,11 @@ class Kube:
         ns = namespace if resource.namespaced else None
         if ns:
             obj.setdefault("metadata", {})["namespace"] = ns
+        elif namespace:
+            # A cluster-scoped object applied for a run names that run, so a
+            # crashed run's leftovers can be found without touching live runs'.
+            labels = obj.setdefault("metadata", {}).setdefault("labels", {}) or {}
+            obj["metadata"]["labels"] = {**labels, RUN_LABEL: namespace}
         try:
             return resource.server_side_apply(
                 body=obj,
