@@ -29,11 +29,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from failure_stories import redis_failover as rf
 from failure_stories.errors import WaitTimeout
+from failure_stories.operator_runtime import load_client_config
 from failure_stories.wait import wait_for
 
 RESOURCE = (rf.GROUP, rf.VERSION, rf.PLURAL)
@@ -69,13 +70,9 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     # would post one per TemporaryError retry, so they are switched off.
     settings.posting.level = logging.CRITICAL
     settings.watching.server_timeout = 120
-    settings.execution.max_workers = 8
-    try:
-        config.load_incluster_config()
-        where = "in-cluster service account"
-    except config.ConfigException:
-        config.load_kube_config()
-        where = f"kubeconfig {os.environ.get('KUBECONFIG', '~/.kube/config')}"
+    # At least 8 (other handler files in the same operator may want more).
+    settings.execution.max_workers = max(settings.execution.max_workers or 0, 8)
+    where = load_client_config()
     Api.core = client.CoreV1Api()
     Api.policy = client.PolicyV1Api()
     Api.custom = client.CustomObjectsApi()

@@ -1,17 +1,20 @@
 """`kfs operator install|uninstall`: the kfs operator outside scenario runs.
 
 Scenario runs start their own operator, scoped to their namespace. These
-commands are for people who want RedisFailover objects of their own:
+commands are for people who want RedisFailover objects of their own, and for
+GameDay resources (game days run from the cluster):
 
-* local provider: ``kopf run`` as a supervised host process of the embedded
-  cluster (pid and log under the cluster's state directory, so `kfs cluster
-  down` stops it too), watching every namespace except ``kfs-*`` (those belong
-  to scenario runs and tests, which bring their own operator);
+* local provider: ``operator/local-deployment.yaml``, a pod of the toolbox image
+  on the real node that runs this checkout's operator in the host's namespaces
+  (GameDay runs change the node), watching every namespace except ``kfs-*``
+  (those belong to scenario runs and tests, which bring their own operator);
+  GameDay metrics on http://127.0.0.1:9808/metrics;
 * kind / existing: ``operator/rbac.yaml`` and ``operator/deployment.yaml``
-  applied to the cluster (build and load ``localhost/kfs/operator:v1`` first).
+  applied to the cluster (build and load ``localhost/kfs/operator:v1`` first);
+  RedisFailovers work there, GameDays report Unsupported.
 
 CRDs are installed by ``install``; ``uninstall`` removes them only when no
-RedisFailover is left in any namespace.
+RedisFailover or GameDay is left in any namespace.
 """
 
 from __future__ import annotations
@@ -39,16 +42,13 @@ _allow = click.option(
 )
 
 
-def _host_operator(prov: Provider) -> runtime.HostOperator:
-    from failure_stories.providers.local import LocalProvider
+def _operator(prov: Provider) -> runtime.InClusterOperator:
+    if prov.name == "local":
+        from failure_stories.providers.local import LocalProvider
 
-    assert isinstance(prov, LocalProvider)
-    return runtime.HostOperator(
-        prov.kubeconfig,
-        prov.paths.root,
-        name=runtime.DEPLOYMENT,
-        namespaces=(runtime.LOCAL_INSTALL_SCOPE,),
-    )
+        assert isinstance(prov, LocalProvider)
+        return runtime.LocalPodOperator(prov.kube(), prov.paths.root)
+    return runtime.InClusterOperator(prov.kube())
 
 
 def _provider_for(provider: str, context: str | None, allow_context: str | None) -> Provider:
@@ -63,7 +63,7 @@ def _provider_for(provider: str, context: str | None, allow_context: str | None)
 
 @click.group("operator")
 def operator_group() -> None:
-    """Install or remove the kfs operator (the RedisFailover controller, built on kopf)."""
+    """Install or remove the kfs operator (GameDays and RedisFailovers, built on kopf)."""
 
 
 @operator_group.command()
@@ -71,24 +71,18 @@ def operator_group() -> None:
 @_context
 @_allow
 def install(provider: str, context: str | None, allow_context: str | None) -> None:
-    """Install the CRDs and run the operator (host process on local, Deployment elsewhere)."""
+    """Install the CRDs and the operator Deployment (on local: a pod on the real node)."""
     prov = _provider_for(provider, context, allow_context)
-    kube = prov.kube()
-    for name in runtime.ensure_crds(kube):
+    op = _operator(prov)
+    for name in runtime.ensure_crds(op.kube):
         click.echo(f"CRD {name} installed")
-    if provider == "local":
-        op = _host_operator(prov)
-        if op.alive():
-            click.echo(f"operator already running (log: {op.log_path})")
-            return
-        op.start()
-        click.echo(
-            f"operator running on this host for namespaces {runtime.LOCAL_INSTALL_SCOPE} "
-            f"(log: {op.log_path})"
-        )
-        return
-    runtime.InClusterOperator(kube).install()
+    op.install()
     click.echo(f"operator Deployment {runtime.SYSTEM_NAMESPACE}/{runtime.DEPLOYMENT} ready")
+    if provider == "local":
+        click.echo(
+            f"watching namespaces {runtime.LOCAL_INSTALL_SCOPE}; GameDay metrics on "
+            f"http://127.0.0.1:{runtime.METRICS_PORT}/metrics"
+        )
 
 
 @operator_group.command()
@@ -96,16 +90,8 @@ def install(provider: str, context: str | None, allow_context: str | None) -> No
 @_context
 @_allow
 def uninstall(provider: str, context: str | None, allow_context: str | None) -> None:
-    """Stop and remove the operator; remove the CRDs if no RedisFailover is left."""
+    """Remove the operator (GameDay runs in progress are reverted first); remove the
+    CRDs if no RedisFailover or GameDay is left."""
     prov = _provider_for(provider, context, allow_context)
-    kube = prov.kube()
-    if provider == "local":
-        op = _host_operator(prov)
-        was_running = op.alive()
-        op.stop()
-        click.echo("operator stopped" if was_running else "operator was not running")
-        lines = runtime.remove_crds(kube)
-    else:
-        lines = runtime.InClusterOperator(kube).uninstall()
-    for line in lines:
+    for line in _operator(prov).uninstall():
         click.echo(line)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from failure_stories.errors import ProviderError
@@ -46,15 +46,34 @@ if TYPE_CHECKING:
     from failure_stories.context import RunContext
 
 OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
-HANDLER_FILES: tuple[str, ...] = ("redisfailover.py",)
+# Every operator loads these; a scenario's own operator only the system under test.
+HANDLER_FILES: tuple[str, ...] = ("redisfailover.py", "gameday.py")
+SUT_HANDLER_FILES: tuple[str, ...] = ("redisfailover.py",)
 OPERATOR_IMAGE = "localhost/kfs/operator:v1"
 SYSTEM_NAMESPACE = "kfs-system"
 DEPLOYMENT = "kfs-operator"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=kfs-operator"
+# `kfs operator install` on the local provider: GameDay metrics and kopf's
+# liveness endpoint, on the host's loopback.
+METRICS_PORT = 9808
+LIVENESS_PORT = 9809
 # A cluster-wide operator installed on the local cluster leaves scenario and
 # test namespaces (kfs-<id>-<suffix>) to the operators those runs start.
 LOCAL_INSTALL_SCOPE = "!kfs-*"
 
 Log = Any  # a callable taking one string
+
+
+def load_client_config() -> str:
+    """Configure the kubernetes client for a handler file; say where from.
+
+    In a pod: its service account. On a host: $KUBECONFIG (set by HostOperator)."""
+    try:
+        config.load_incluster_config()
+        return "in-cluster service account"
+    except config.ConfigException:
+        config.load_kube_config()
+        return f"kubeconfig {os.environ.get('KUBECONFIG', '~/.kube/config')}"
 
 
 def crd_manifests() -> list[dict[str, Any]]:
@@ -144,7 +163,14 @@ class HostOperator:
         self.name = name
         self.namespaces = tuple(namespaces)
         self.files = tuple(str(OPERATOR_DIR / f) for f in handler_files)
-        self.env = {"KUBECONFIG": str(kubeconfig), "KFS_REDIS_IMAGE": TOOLBOX_IMAGE, **(env or {})}
+        self.env = {
+            "KUBECONFIG": str(kubeconfig),
+            "KFS_REDIS_IMAGE": TOOLBOX_IMAGE,
+            # GameDay workers are supervised beside the operator, so whoever
+            # stops this operator's processes (`kfs cluster down`) finds them.
+            "KFS_GAMEDAY_STATE": str(state_dir),
+            **(env or {}),
+        }
         self.port = 0
 
     @property
@@ -199,17 +225,22 @@ class HostOperator:
 
 
 class InClusterOperator:
-    """The operator Deployment (cluster-wide) from ``operator/*.yaml``."""
+    """The operator Deployment (cluster-wide) from ``operator/*.yaml``: the image
+    built with ``operator/Dockerfile`` and the least-privilege ServiceAccount."""
+
+    files: tuple[str, ...] = ("rbac.yaml", "deployment.yaml")
 
     def __init__(self, kube: Kube, image: str = OPERATOR_IMAGE) -> None:
         self.kube = kube
         self.image = image
 
+    def variables(self) -> dict[str, str]:
+        return {"OPERATOR_IMAGE": self.image, "TOOLBOX_IMAGE": TOOLBOX_IMAGE}
+
     def manifests(self) -> list[dict[str, Any]]:
-        variables = {"OPERATOR_IMAGE": self.image, "TOOLBOX_IMAGE": TOOLBOX_IMAGE}
         objs: list[dict[str, Any]] = []
-        for name in ("rbac.yaml", "deployment.yaml"):
-            objs += render((OPERATOR_DIR / name).read_text(), variables)
+        for name in self.files:
+            objs += render((OPERATOR_DIR / name).read_text(), self.variables())
         return objs
 
     def installed(self) -> bool:
@@ -221,24 +252,94 @@ class InClusterOperator:
             raise
         return True
 
+    def not_ready_hint(self) -> str:
+        return (
+            f"is {self.image} built and loaded? docker build -f operator/Dockerfile -t "
+            f"{self.image} . && kind load docker-image {self.image} --name <cluster>"
+        )
+
+    def _namespace_terminating(self) -> bool:
+        try:
+            ns = self.kube.core.read_namespace(SYSTEM_NAMESPACE)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return ns.status is not None and ns.status.phase == "Terminating"
+
     def install(self, timeout: float = 120) -> None:
         ensure_crds(self.kube)
+        # Right after an uninstall the namespace may still be going away.
+        wait_for(
+            lambda: not self._namespace_terminating(),
+            what=f"namespace {SYSTEM_NAMESPACE} to finish terminating",
+            timeout=timeout,
+            interval=1,
+        )
         self.kube.apply(self.manifests(), SYSTEM_NAMESPACE)
         try:
             self.kube.wait_rollout(SYSTEM_NAMESPACE, DEPLOYMENT, timeout=timeout)
         except Exception as exc:
             raise ProviderError(
-                f"the operator Deployment did not become ready ({exc}); is {self.image} "
-                "built and loaded? docker build -f operator/Dockerfile -t "
-                f"{self.image} . && kind load docker-image {self.image} --name <cluster>"
+                f"the operator Deployment did not become ready ({exc}); {self.not_ready_hint()}"
             ) from exc
 
-    def uninstall(self) -> list[str]:
+    def uninstall(self, timeout: float = 330) -> list[str]:
         done = []
         for obj in reversed(self.manifests()):
-            self.kube.delete(obj, SYSTEM_NAMESPACE)
+            if obj["kind"] == "Namespace":
+                self.kube.delete_namespace(obj["metadata"]["name"], timeout=timeout)
+            else:
+                self.kube.delete(obj, SYSTEM_NAMESPACE)
             done.append(f"deleted {obj['kind']} {obj['metadata']['name']}")
+            if obj["kind"] == "Deployment":
+                # Its pod reverts GameDay runs in progress on SIGTERM; let it.
+                wait_for(
+                    lambda: not self.kube.pods(SYSTEM_NAMESPACE, OPERATOR_SELECTOR),
+                    what="the operator pod to finish and go",
+                    timeout=timeout,
+                    interval=1,
+                )
         return done + remove_crds(self.kube)
+
+
+class LocalPodOperator(InClusterOperator):
+    """The local provider's install: ``operator/local-deployment.yaml``, a
+    privileged pod of the toolbox image on the real node that runs this
+    checkout's operator in the host's namespaces (GameDay runs change the node)."""
+
+    def __init__(self, kube: Kube, state_root: Path) -> None:
+        super().__init__(kube, TOOLBOX_IMAGE)
+        self.state_root = state_root
+
+    def manifests(self) -> list[dict[str, Any]]:
+        rbac = render((OPERATOR_DIR / "rbac.yaml").read_text(), self.variables())
+        namespace = [o for o in rbac if o["kind"] == "Namespace"]
+        text = (OPERATOR_DIR / "local-deployment.yaml").read_text()
+        return namespace + render(text, self.variables())
+
+    def variables(self) -> dict[str, str]:
+        from failure_stories.providers.local import binaries
+        from failure_stories.providers.local import layout as L
+
+        return {
+            "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
+            "PYTHON": sys.executable,
+            "OPERATOR_DIR": str(OPERATOR_DIR),
+            "SCOPE": LOCAL_INSTALL_SCOPE,
+            "LIVENESS_PORT": str(LIVENESS_PORT),
+            "METRICS_PORT": str(METRICS_PORT),
+            "KUBECONFIG": str(self.kube.kubeconfig),
+            "KFS_STATE": str(self.state_root),
+            "KFS_CACHE": str(binaries.cache_dir()),
+            "GAMEDAY_STATE": str(L.Paths(self.state_root).operator),
+        }
+
+    def not_ready_hint(self) -> str:
+        return (
+            f"see `kubectl -n {SYSTEM_NAMESPACE} logs deploy/{DEPLOYMENT}`; "
+            f"is {TOOLBOX_IMAGE} imported (`kfs cluster up`)?"
+        )
 
 
 def start_for_run(ctx: RunContext) -> HostOperator | InClusterOperator:
@@ -256,6 +357,7 @@ def start_for_run(ctx: RunContext) -> HostOperator | InClusterOperator:
             ctx.report_dir / f"{ctx.scenario.id}-operator",
             name=f"kfs-operator-{ctx.namespace}",
             namespaces=(ctx.namespace,),
+            handler_files=SUT_HANDLER_FILES,
         )
         # Deferred before starting so a start that fails half-way is cleaned too.
         ctx.defer(f"stop operator process {op.name}", op.stop)

@@ -113,9 +113,13 @@ class ScenarioReport:
         )
 
 
+def report_path(report_dir: Path, scenario_id: str) -> Path:
+    return report_dir / f"{scenario_id}.json"
+
+
 def write_json(report: ScenarioReport, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / f"{report.scenario}.json"
+    path = report_path(report_dir, report.scenario)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     tmp.replace(path)  # never leave a half-written report behind

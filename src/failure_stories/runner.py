@@ -30,7 +30,7 @@ _VERDICT_ON_FAILED_CHECK = {"symptom": "not-reproduced", "verify": "not-fixed"}
 
 @dataclass
 class Event:
-    kind: str  # "phase-start" | "phase-end" | "log"
+    kind: str  # "prepared" (message: the namespace) | "phase-start" | "phase-end" | "log"
     scenario: str
     phase: str
     message: str = ""
@@ -103,8 +103,14 @@ class Runner:
         report_dir: Path,
         listener: Listener | None = None,
         hold_fault: Callable[[RunContext], None] | None = None,
+        namespace: str | None = None,
+        namespace_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.provider = provider
+        # The run's namespace: generated unless given (it must not exist yet);
+        # extra labels let an owner (a GameDay) find what its runs created.
+        self.namespace = namespace
+        self.namespace_labels = dict(namespace_labels or {})
         self.report_dir = report_dir
         self.listener = listener or (lambda _e: None)
         # Called once the symptom is proven and before the mitigation: a game day
@@ -187,8 +193,11 @@ class Runner:
                     on_wait=lambda m: self._emit(Event("log", scenario.id, "", m)),
                 )
             )
-        namespace = kube.create_namespace(scenario.id)
+        namespace = kube.create_namespace(
+            scenario.id, labels=self.namespace_labels, name=self.namespace
+        )
         self._enter(locks.held(f"run-{namespace}", f"the lock of run {namespace}"))
+        self._emit(Event("prepared", scenario.id, "", namespace))
         return RunContext(
             scenario=scenario,
             provider=self.provider,

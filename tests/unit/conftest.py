@@ -20,8 +20,10 @@ class RecordingKube:
         self.deleted: list[str] = []
         self.dumped: list[str] = []
 
-    def create_namespace(self, scenario_id: str, labels: dict[str, str] | None = None) -> str:
-        name = f"kfs-{scenario_id}-test{len(self.namespaces)}"
+    def create_namespace(
+        self, scenario_id: str, labels: dict[str, str] | None = None, name: str | None = None
+    ) -> str:
+        name = name or f"kfs-{scenario_id}-test{len(self.namespaces)}"
         self.namespaces.append(name)
         return name
 

@@ -64,10 +64,21 @@ class LocalProvider(Provider):
         simulated.ensure_capacity(kube)
 
     def down(self) -> None:
+        # GameDay runs and host processes others started (an operator) first,
+        # while the API server is still there for their teardown to revert
+        # what they changed; SIGTERM makes a run tear down.
+        workers = Supervisor(self.paths.operator)
+        for name in workers.names():
+            workers.stop(name, timeout=120)
+        for name in self.sup.names():
+            if name not in (*controlplane.component_names(), *RealNode.COMPONENTS):
+                self.sup.stop(name)
         self.node.stop()
         controlplane.stop(self.sup)
         for name in self.sup.names():  # anything a newer version of us started
             self.sup.stop(name)
+        # No run outlives its cluster: outside hosts a killed run left go too.
+        netns.sweep()
         self._kube = None
         if self.paths.root.exists():
             shutil.rmtree(self.paths.root)
@@ -128,7 +139,8 @@ class LocalProvider(Provider):
     def sweep_node_changes(self) -> list[str]:
         removed = hostnet.sweep_iptables(hostnet.SCENARIO_CHAIN)
         for node in L.SIMULATED_NODES:  # a run killed mid-failure leaves a node frozen
-            self.sup.thaw(controlplane.kwok_component(node))
+            if self.sup.thaw(controlplane.kwok_component(node)):
+                removed.append(f"the failure of node {node} (its kwok agent was frozen)")
         return removed
 
     def outside_host(self, subnet: str) -> OutsideHost:

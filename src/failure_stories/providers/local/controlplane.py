@@ -205,7 +205,12 @@ def _wait_healthy(sup: Supervisor, name: str, check: Any, timeout: float) -> Non
         raise ProviderError(f"{exc}; last log lines: {sup.tail(name)}") from exc
 
 
+def component_names() -> tuple[str, ...]:
+    """In stopping order: the kwok agents first, etcd last."""
+    kwoks = tuple(kwok_component(n) for n in L.SIMULATED_NODES)
+    return (*kwoks, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+
+
 def stop(sup: Supervisor) -> None:
-    kwoks = [kwok_component(n) for n in L.SIMULATED_NODES]
-    for comp in (*kwoks, "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+    for comp in component_names():
         sup.stop(comp)

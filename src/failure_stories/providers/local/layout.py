@@ -59,5 +59,10 @@ class Paths:
         return self.root / "kubeconfig" / "admin.kubeconfig"
 
     @property
+    def operator(self) -> Path:
+        """The installed operator's GameDay workers: pid files, logs, event logs."""
+        return self.root / "operator"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"

@@ -58,6 +58,8 @@ def _write_if_changed(path: Path, text: str) -> Path:
 
 
 class RealNode:
+    COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+
     def __init__(self, paths: L.Paths, sup: Supervisor) -> None:
         self.paths = paths
         self.sup = sup

@@ -34,11 +34,16 @@ def _cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def _zombie(pid: int) -> bool:
+def _state(pid: int) -> str:
+    """The process state letter from /proc (R, S, T for stopped, Z...); "" if gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
     except (OSError, IndexError):
-        return True
+        return ""
+
+
+def _zombie(pid: int) -> bool:
+    return _state(pid) in ("Z", "")
 
 
 class Supervisor:
@@ -138,12 +143,16 @@ class Supervisor:
             raise ProviderError(f"{name} is not running")
         os.killpg(rec.pid, signal.SIGSTOP)
 
-    def thaw(self, name: str) -> None:
-        """SIGCONT; harmless on a process that is not frozen or not running."""
+    def thaw(self, name: str) -> bool:
+        """SIGCONT; harmless on a process that is not frozen or not running.
+        True if it was frozen."""
         rec = self.record(name)
-        if rec is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(rec.pid, signal.SIGCONT)
+        if rec is None:
+            return False
+        was_frozen = _state(rec.pid) == "T"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(rec.pid, signal.SIGCONT)
+        return was_frozen
 
     def tail(self, name: str, lines: int = 5) -> str:
         try:
