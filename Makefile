@@ -33,8 +33,11 @@ lint: venv
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
+# Stories that measure timing run alone; the others three at a time (see README).
+JOBS ?= 3
+
 run: setup
-	$(KFS) run --all --report-dir $(REPORTS)
+	$(KFS) run --all --jobs $(JOBS) --report-dir $(REPORTS)
 
 test-unit: venv
 	.venv/bin/pytest tests/unit $(PYTEST_ARGS)

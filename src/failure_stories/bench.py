@@ -2,9 +2,10 @@
 
 Measured on the local provider: build times (cold ones are recorded by
 `prepare` when they happen), warm `cluster up` to all nodes Ready, memory at
-rest, toolbox pod start to Ready, and the whole suite: wall time per story
-against the waits its physics imposes, time to the first phase, the runner's
-peak memory and, with --repeat, flakiness."""
+rest, toolbox pod start to Ready, and the whole suite as `kfs run --all --jobs N`
+runs it: its wall time, per story the wall time (less any wait for another
+story's turn on a node lock) against the waits its physics imposes, time to the
+first phase, the largest runner's peak memory and, with --repeat, flakiness."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from failure_stories import parallel
 from failure_stories import scenario as scenarios
 from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.kube import pod_ready
 from failure_stories.providers.base import REAL_NODE_LABEL
 from failure_stories.providers.local import LocalProvider, binaries
-from failure_stories.report import write_junit
-from failure_stories.runner import Event, Runner
+from failure_stories.report import ScenarioReport, report_path, write_junit
 from failure_stories.wait import wait_for
 
 BUILD_TIMES = "build-times.json"
@@ -119,43 +120,63 @@ def cluster_numbers(p: LocalProvider) -> dict[str, Any]:
     return out
 
 
-def suite_numbers(p: LocalProvider, report_dir: Path, repeat: int) -> dict[str, Any]:
+def suite_numbers(p: LocalProvider, report_dir: Path, repeat: int, jobs: int) -> dict[str, Any]:
+    """The whole suite as `kfs run --all --jobs N` runs it, ``repeat`` times."""
     found = list(scenarios.discover().values())
+    p.up()
     runs: list[dict[str, Any]] = []
     for i in range(repeat):
-        first_phase: list[float] = []
+        out = report_dir / f"run{i}"
+        first: list[float] = []
         t0 = time.monotonic()
 
-        def listener(event: Event, t0: float = t0, first: list[float] = first_phase) -> None:
-            if event.kind == "phase-start" and not first:
+        def say(scenario_id: str, line: str, t0: float = t0, first: list[float] = first) -> None:
+            if not first and line.lstrip().startswith(f"> {scenario_id} "):
                 first.append(time.monotonic() - t0)
 
-        reports = []
         for s in found:
-            reports.append(Runner(p, report_dir / f"run{i}", listener).run(s))
-        write_junit(reports, report_dir / f"run{i}")
+            report_path(out, s.id).unlink(missing_ok=True)
+        parallel.run_all(found, out, jobs, ["--provider", "local", "--keep-cluster"], say)
+        suite_seconds = time.monotonic() - t0
+        reports = {s.id: _read(out, s.id) for s in found}
+        write_junit([r for r in reports.values() if r is not None], out)
         runs.append(
             {
-                "suite_seconds": round(time.monotonic() - t0, 1),
-                "seconds_to_first_phase": round(first_phase[0], 2) if first_phase else None,
-                "verdicts": {r.scenario: r.verdict for r in reports},
-                "per_story": {
-                    r.scenario: {
-                        "seconds": round(r.seconds, 1),
-                        "physics_seconds": s.meta.physics_seconds,
-                        "wall_to_physics": round(r.seconds / s.meta.physics_seconds, 2)
-                        if s.meta.physics_seconds
-                        else None,
-                    }
-                    for r, s in zip(reports, found, strict=True)
-                },
+                "suite_seconds": round(suite_seconds, 1),
+                "seconds_to_first_phase": round(first[0], 2) if first else None,
+                "verdicts": {k: r.verdict if r else "no report" for k, r in reports.items()},
+                "per_story": {s.id: _story_numbers(s, reports[s.id]) for s in found},
             }
         )
     passed = sum(all(v == "passed" for v in r["verdicts"].values()) for r in runs)
     return {
+        "jobs": jobs,
         "runs": runs,
         "suite_runs_passed": f"{passed}/{len(runs)}",
-        "runner_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # Each story runs in its own `kfs run` process: the largest of them.
+        "runner_peak_rss_mib": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
+    }
+
+
+def _read(report_dir: Path, scenario_id: str) -> ScenarioReport | None:
+    path = report_path(report_dir, scenario_id)
+    return ScenarioReport.from_json(json.loads(path.read_text())) if path.exists() else None
+
+
+def _story_numbers(s: scenarios.Scenario, r: ScenarioReport | None) -> dict[str, Any]:
+    if r is None:
+        return {"seconds": None}
+    waited = float(r.info.get("lock_wait_seconds", 0.0))
+    own = r.seconds - waited  # time spent waiting for another story's turn is not its own
+    return {
+        "seconds": round(r.seconds, 1),
+        "lock_wait_seconds": waited,
+        "physics_seconds": s.meta.physics_seconds,
+        "wall_to_physics": round(own / s.meta.physics_seconds, 2)
+        if s.meta.physics_seconds
+        else None,
     }
 
 
@@ -163,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     parser.add_argument("--repeat", type=int, default=1, help="suite runs (flakiness)")
+    parser.add_argument("--jobs", type=int, default=3, help="scenarios at once, as kfs run --jobs")
     parser.add_argument("--skip-suite", action="store_true")
     parser.add_argument("--report-dir", type=Path, default=Path("reports/bench"))
     args = parser.parse_args(argv)
@@ -176,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result.update(cluster_numbers(p))
     if not args.skip_suite:
-        result["suite"] = suite_numbers(p, args.report_dir, args.repeat)
+        result["suite"] = suite_numbers(p, args.report_dir, args.repeat, args.jobs)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

@@ -19,7 +19,13 @@ from failure_stories.html_report import write_html
 from failure_stories.operator_cli import operator_group
 from failure_stories.providers import NAMES as PROVIDERS
 from failure_stories.providers import get_provider
-from failure_stories.report import ScenarioReport, read_reports, write_json, write_junit
+from failure_stories.report import (
+    ScenarioReport,
+    read_reports,
+    report_path,
+    write_json,
+    write_junit,
+)
 from failure_stories.runner import Event, Runner
 
 console = Console(highlight=False)
@@ -197,6 +203,15 @@ def _summary(reports: list[ScenarioReport]) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Print every change each phase would make; change nothing."
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="Scenarios at once (local/existing). Stories that measure timing run alone and "
+    "stories that share a node resource take turns, so results are unchanged.",
+)
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
@@ -206,6 +221,7 @@ def run(
     report_dir: Path,
     keep_cluster: bool,
     dry_run: bool,
+    jobs: int,
 ) -> None:
     """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
 
@@ -214,6 +230,10 @@ def run(
         raise click.UsageError("give scenario ids or --all, not both")
     if not run_all and not scenario_ids:
         raise click.UsageError("name at least one scenario (see `kfs list`) or pass --all")
+    if jobs > 1 and provider == "kind":
+        raise click.UsageError(
+            "--jobs needs one shared cluster (local or existing); kind builds one per story"
+        )
     chosen = (
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
@@ -228,9 +248,17 @@ def run(
     runner = Runner(prov, report_dir, Progress())
     reports: list[ScenarioReport] = []
     try:
-        for s in chosen:
-            console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
-            reports.append(runner.run(s))
+        if jobs > 1 and len(chosen) > 1:
+            if provider == "local":
+                prov.up()  # once, before the children; they leave it up
+            extra = ["--provider", provider, "--keep-cluster"]
+            extra += ["--context", context] if context else []
+            extra += ["--allow-context", allow_context] if allow_context else []
+            _run_jobs(chosen, report_dir, jobs, extra, reports)
+        else:
+            for s in chosen:
+                console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
+                reports.append(runner.run(s))
     finally:
         if reports:
             write_junit(reports, report_dir)
@@ -244,6 +272,51 @@ def run(
     console.print(f"reports: {report_dir}/")
     if any(r.verdict != "passed" for r in reports):
         sys.exit(1)
+
+
+def _run_jobs(
+    chosen: list[scenarios.Scenario],
+    report_dir: Path,
+    jobs: int,
+    extra: list[str],
+    reports: list[ScenarioReport],
+) -> None:
+    """Each scenario in its own `kfs run` process, lines prefixed with its id;
+    ``reports`` gets every report written, also when interrupted."""
+    from failure_stories.parallel import run_all
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for s in chosen:  # a stale report must never stand in for this run's
+        report_path(report_dir, s.id).unlink(missing_ok=True)
+    width = max(len(s.id) for s in chosen)
+
+    def say(scenario_id: str, line: str) -> None:
+        console.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
+
+    finished: dict[str, int | None] = {}
+    try:
+        for job in run_all(chosen, report_dir, jobs, extra, say):
+            finished[job.scenario.id] = job.returncode
+    finally:
+        found = [_report_of(s, report_dir, finished) for s in chosen]
+        reports.extend(r for r in found if r is not None)
+
+
+def _report_of(
+    s: scenarios.Scenario, report_dir: Path, finished: dict[str, int | None]
+) -> ScenarioReport | None:
+    path = report_path(report_dir, s.id)
+    if path.exists():
+        return ScenarioReport.from_json(json.loads(path.read_text()))
+    if s.id not in finished:
+        return None  # never started (interrupted before its turn)
+    return ScenarioReport(
+        scenario=s.id,
+        provider="",
+        started_at="",
+        verdict="error",
+        error=f"its process exited with code {finished[s.id]} before writing a report",
+    )
 
 
 @cli.command()
@@ -398,3 +471,7 @@ cli.add_command(operator_group)
 
 def main() -> None:
     cli(prog_name="kfs")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,11 @@
 
 - Each run holds a lock named after its namespace while it runs, so `kfs cleanup`
   can tell a leftover from a run in progress.
-- Runs that change the real node (iptables, CPU contention, processes) hold the
-  node lock for their whole run, so two of them never measure each other's faults.
+- Runs that change the node hold the node lock, shared, for their whole run;
+  a run that measures timing on the node holds it exclusively (alone on the
+  node), and `kfs cleanup` takes it exclusively before sweeping the node.
+- A node resource a fault takes over (the simulated nodes, the outside
+  network) has its own lock, held exclusively: such runs take turns.
 Locks are flock()s: the kernel releases them when a process dies, even on SIGKILL.
 """
 
@@ -22,11 +25,11 @@ def lock_dir() -> Path:
     return Path(os.environ.get("KFS_LOCK_DIR", "/run/kfs-locks"))
 
 
-def _try_lock(path: Path) -> int | None:
+def _try_lock(path: Path, shared: bool = False) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
@@ -35,15 +38,20 @@ def _try_lock(path: Path) -> int | None:
 
 @contextlib.contextmanager
 def held(
-    name: str, what: str, timeout: float = 1800, on_wait: Callable[[str], None] | None = None
+    name: str,
+    what: str,
+    timeout: float = 1800,
+    on_wait: Callable[[str], None] | None = None,
+    shared: bool = False,
 ) -> Iterator[None]:
-    """Hold lock ``name``, waiting (bounded) for another holder to finish."""
+    """Hold lock ``name`` (exclusively, or shared with other shared holders),
+    waiting (bounded) for conflicting holders to finish."""
     path = lock_dir() / f"{name}.lock"
-    fd = _try_lock(path)
+    fd = _try_lock(path, shared)
     if fd is None:
         if on_wait is not None:
             on_wait(f"waiting for {what}")
-        fd = wait_for(lambda: _try_lock(path), what=what, timeout=timeout, interval=1)
+        fd = wait_for(lambda: _try_lock(path, shared), what=what, timeout=timeout, interval=1)
     assert fd is not None  # wait_for returns only a truthy value
     try:
         yield

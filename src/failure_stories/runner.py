@@ -185,14 +185,7 @@ class Runner:
     def _prepare(self, scenario: Scenario, report: ScenarioReport) -> RunContext:
         kube = self.provider.prepare(scenario)
         report.info.update(self.provider.info())
-        if scenario.meta.node_level_fault:
-            self._enter(
-                locks.held(
-                    "node",
-                    "another run's node-level fault to end",
-                    on_wait=lambda m: self._emit(Event("log", scenario.id, "", m)),
-                )
-            )
+        self._hold_node_locks(scenario, report)
         namespace = kube.create_namespace(
             scenario.id, labels=self.namespace_labels, name=self.namespace
         )
@@ -207,6 +200,32 @@ class Runner:
             variables=self.provider.manifest_variables(),
             log=lambda msg: self._emit(Event("log", scenario.id, "", msg)),
         )
+
+    def _hold_node_locks(self, scenario: Scenario, report: ScenarioReport) -> None:
+        """Node lock (shared, or exclusive for timing stories), then the named
+        resources in sorted order: one global order, so runs never deadlock.
+        The time spent waiting is reported, apart from the run's own time."""
+        meta = scenario.meta
+        wanted: list[tuple[str, bool, str]] = []
+        if meta.node_level_fault or meta.exclusive:
+            what = (
+                "every other run on the node to end"
+                if meta.exclusive
+                else ("a run that needs the node to itself to end")
+            )
+            wanted.append(("node", not meta.exclusive, what))
+        wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in meta.node_locks]
+        start = time.monotonic()
+        for name, shared, what in wanted:
+            self._enter(
+                locks.held(
+                    name,
+                    what,
+                    shared=shared,
+                    on_wait=lambda m: self._emit(Event("log", scenario.id, "", m)),
+                )
+            )
+        report.info["lock_wait_seconds"] = round(time.monotonic() - start, 1)
 
     def _run_phases(self, scenario: Scenario, ctx: RunContext, report: ScenarioReport) -> str:
         report.info["namespace"] = ctx.namespace

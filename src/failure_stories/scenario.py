@@ -84,9 +84,16 @@ class ScenarioMeta:
     checks: Mapping[str, Mapping[str, Threshold]]
     kind_config: str
     needs_real_node: bool = False
-    # The fault changes a node (iptables, processes, a node's heartbeat...): such
-    # runs hold the node lock so that two of them never overlap.
+    # The fault changes a node (iptables, processes, a node's heartbeat...): a
+    # crashed run's leftovers are swept from the node. Such runs share the node
+    # lock, so `kfs cleanup` never sweeps under a live one.
     node_level_fault: bool = False
+    # The story measures timing on the real node (CPU periods): it holds the
+    # node lock exclusively, so no other run shares the node while it measures.
+    exclusive: bool = False
+    # Node resources the fault takes over (e.g. "simulated-nodes", "egress"):
+    # runs naming the same resource never overlap; others run beside them.
+    node_locks: tuple[str, ...] = ()
     min_nodes: int = 1
     briefing: str = ""
     hints: tuple[str, ...] = ()
@@ -190,6 +197,8 @@ def load_meta(path: Path) -> ScenarioMeta:
         kind_config=raw["kind_config"],
         needs_real_node=bool(raw.get("needs_real_node", False)),
         node_level_fault=bool(raw.get("node_level_fault", raw.get("needs_real_node", False))),
+        exclusive=bool(raw.get("exclusive", False)),
+        node_locks=_node_locks(file, raw.get("node_locks") or ()),
         min_nodes=int(raw.get("min_nodes", 1)),
         briefing=str(raw.get("briefing", "")).strip(),
         hints=tuple(raw.get("hints", ())),
@@ -198,6 +207,16 @@ def load_meta(path: Path) -> ScenarioMeta:
         physics_seconds=float(raw.get("physics_seconds", 0)),
         plan=_plan(file, raw.get("plan") or {}),
     )
+
+
+def _node_locks(file: Path, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list | tuple) or not all(
+        isinstance(x, str) and re.fullmatch(r"[a-z0-9-]+", x) for x in raw
+    ):
+        raise ScenarioDefinitionError(
+            f"{file}: node_locks must be a list of lower-case names like simulated-nodes"
+        )
+    return tuple(sorted(set(raw)))
 
 
 def _plan(file: Path, raw: Any) -> dict[str, tuple[str, ...]]:
