@@ -29,18 +29,38 @@ def setup(ctx: RunContext) -> None:
     ctx.state["outside"] = outside
     ctx.state["node"] = ctx.kube.core.read_namespaced_pod("caller", ctx.namespace).spec.node_name
     ctx.log(f"outside host {outside.address} in netns {outside.name}")
+    # Like the internal service above, the outside path must answer a few times
+    # in a row before steady state is measured: with other runs starting pods
+    # beside it, the very first SYN from the caller to a new outside host was
+    # occasionally lost (2 of 10 parallel suite runs), which is the bench's
+    # noise, not the story's fault.
+    tries: list[int] = []
+
+    def outside_answers() -> bool:
+        result = _probe(ctx, f"http://{outside.address}/", 3)
+        tries.append(result["ok"])
+        return bool(result["ok"] == result["count"])
+
+    wait_for(outside_answers, what="the outside host answering the caller", timeout=60, interval=1)
+    if len(tries) > 1:
+        ctx.log(f"outside path answered 3 in a row after {len(tries)} tries ({tries})")
 
 
-def _calls(ctx: RunContext, url: str, series: str) -> dict[str, Any]:
+def _probe(ctx: RunContext, url: str, count: int) -> dict[str, Any]:
     code, out, err = ctx.kube.exec(
         ctx.namespace,
         "caller",
-        ["python3", "/opt/kfs/workloads/callprobe.py", "--url", url, "--count", str(CALLS)],
-        timeout=CALLS * 3 + 30,
+        ["python3", "/opt/kfs/workloads/callprobe.py", "--url", url, "--count", str(count)],
+        timeout=count * 3 + 30,
     )
     if code != 0:
         raise RunError(f"call probe failed ({code}): {err.strip()[-200:]}")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def _calls(ctx: RunContext, url: str, series: str) -> dict[str, Any]:
+    result = _probe(ctx, url, CALLS)
     for r in result["results"]:
         ctx.record(series, 1.0 if r["ok"] else 0.0)
     return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,12 @@ class GameDaySpec:
             raise DefinitionError(
                 f"spec.schedule {schedule!r} is not a cron expression (e.g. '0 9 * * 1')"
             )
+        target = spec.get("targetNamespace") or None
+        if target is not None and not re.fullmatch(r"kfs-[a-z0-9]([-a-z0-9]*[a-z0-9])?", target):
+            raise DefinitionError(
+                f"spec.targetNamespace {target!r} must be a namespace name starting with kfs- "
+                "(the stories' deliberately vulnerable workloads run nowhere else)"
+            )
         after = spec.get("revealAfterSeconds")
         if after is not None and (not isinstance(after, int | float) or after <= 0):
             raise DefinitionError("spec.revealAfterSeconds must be a positive number of seconds")
@@ -73,7 +80,7 @@ class GameDaySpec:
             reveal=bool(spec.get("reveal", False)),
             reveal_after=float(after) if after is not None else None,
             schedule=schedule,
-            target_namespace=spec.get("targetNamespace") or None,
+            target_namespace=target,
         )
 
 

@@ -11,6 +11,7 @@ worker's leftovers are reverted and the run starts again).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import socket
@@ -182,9 +183,11 @@ def _when_holding(gd: GameDays, kube: Kube) -> dict[str, Any]:
 def test_verify_gameday_reaches_passed_with_measurements_events_and_metrics(
     gamedays: GameDays, kube: Kube
 ) -> None:
-    gamedays.create("jwplayer-exposed-dashboard")
+    target = f"kfs-gameday-{gamedays.namespace[-6:]}-jw"
+    gamedays.create("jwplayer-exposed-dashboard", targetNamespace=target)
     st = gamedays.wait_state("Finished")
     assert st["verdict"] == "passed", st.get("message")
+    assert st["namespace"] == target
     assert st["attempt"] == 1 and st["runs"] == 1
     symptom, verify = st["measurements"]["symptom"], st["measurements"]["verify"]
     assert symptom["outside_exec_succeeded"] == 1 and verify["outside_exec_succeeded"] == 0
@@ -301,6 +304,18 @@ def test_a_run_whose_worker_died_too_is_reverted_and_run_again(
     st = gamedays.wait_state("Finished")
     assert st["verdict"] == "passed", st.get("message")
     _wait_nodes_ready(kube)
+
+
+def test_a_scheduled_gameday_waits_for_its_cron_tick(gamedays: GameDays, kube: Kube) -> None:
+    gamedays.create("moonlight-anti-affinity", mode="drill", schedule="* * * * *")
+    st = gamedays.wait_state("Scheduled", timeout=60)
+    tick = dt.datetime.fromisoformat(st["nextRunAt"])
+    assert 0 < (tick - dt.datetime.now(dt.UTC)).total_seconds() <= 60
+    assert "attempt" not in st  # nothing runs before the tick
+    st = gamedays.wait_state("Running", "Holding", timeout=120)
+    assert dt.datetime.fromisoformat(st["startedAt"]) >= tick
+    assert st["attempt"] == 1
+    # The fixture deletes it mid-run: the run is reverted before the object goes.
 
 
 def test_invalid_gameday_says_why_in_status(gamedays: GameDays) -> None:

@@ -7,6 +7,8 @@ import platform
 import time
 from pathlib import Path
 
+import pytest
+
 from failure_stories import netns
 from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.kube import Kube, pod_ready
@@ -261,3 +263,19 @@ def test_external_call_needs_the_node_snat(kube, namespace, kubectl):
         outside.delete()
     assert outside.name not in netns.leftovers()
     assert not Path(f"/sys/class/net/{outside.host_veth}").exists()
+
+
+def test_pod_bridge_keeps_its_mac_as_pods_come_and_go(kube, namespace, kfs_provider):
+    """A bridge that took its ports' lowest MAC would change it whenever a pod's
+    veth joins or leaves, and every pod's ARP entry for its gateway would go
+    stale: the pinned address (addr_assign_type 3, "set") must not move."""
+    if kfs_provider.name != "local":
+        pytest.skip("the pod bridge kfs0 belongs to the local provider's real node")
+    sysfs = Path(f"/sys/class/net/{L.BRIDGE}")
+    assert (sysfs / "addr_assign_type").read_text().strip() == "3"
+    ports_before = {p.name for p in (sysfs / "brif").iterdir()}
+    kube.apply([pod(f"joiner-{i}", ["sleep", "600"]) for i in range(2)], namespace)
+    for i in range(2):
+        wait_phase(kube, namespace, f"joiner-{i}", {"Running"})
+    assert len({p.name for p in (sysfs / "brif").iterdir()} - ports_before) == 2
+    assert (sysfs / "address").read_text().strip() == L.BRIDGE_MAC

@@ -31,12 +31,12 @@ def test_spec_drill_with_deadline_and_schedule() -> None:
             "mode": "drill",
             "revealAfterSeconds": 90,
             "schedule": "0 9 * * 1",
-            "targetNamespace": "gameday-redis",
+            "targetNamespace": "kfs-gameday-redis",
         }
     )
     assert spec.mode == "drill"
     assert spec.reveal_after == 90.0
-    assert spec.target_namespace == "gameday-redis"
+    assert spec.target_namespace == "kfs-gameday-redis"
 
 
 @pytest.mark.parametrize(
@@ -46,6 +46,7 @@ def test_spec_drill_with_deadline_and_schedule() -> None:
         ({"scenario": "moonlight-anti-affinity", "mode": "chaos"}, "spec.mode must be one of"),
         ({"scenario": "moonlight-anti-affinity", "schedule": "every monday"}, "not a cron"),
         ({"scenario": "moonlight-anti-affinity", "revealAfterSeconds": 0}, "positive"),
+        ({"scenario": "moonlight-anti-affinity", "targetNamespace": "prod"}, "starting with kfs-"),
     ],
 )
 def test_bad_specs_say_what_to_change_in_one_line(spec: dict[str, object], says: str) -> None:

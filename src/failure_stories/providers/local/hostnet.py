@@ -71,7 +71,9 @@ def link_exists(name: str) -> bool:
 def ensure_bridge() -> None:
     """The pod bridge, with the gateway address the API server advertises."""
     if not link_exists(L.BRIDGE):
-        run(["ip", "link", "add", L.BRIDGE, "type", "bridge"])
+        run(["ip", "link", "add", L.BRIDGE, "address", L.BRIDGE_MAC, "type", "bridge"])
+    if Path(f"/sys/class/net/{L.BRIDGE}/address").read_text().strip() != L.BRIDGE_MAC:
+        run(["ip", "link", "set", L.BRIDGE, "address", L.BRIDGE_MAC])
     addrs = run(["ip", "-o", "-4", "addr", "show", "dev", L.BRIDGE])
     if f" {L.BRIDGE_IP}/" not in addrs:
         prefix = L.POD_CIDR.split("/")[1]

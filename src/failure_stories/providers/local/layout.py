@@ -17,6 +17,10 @@ KWOK_PORT = 10350  # one per simulated node from here; clear of kubelet and kube
 BRIDGE = "kfs0"
 POD_CIDR = "10.244.0.0/24"
 BRIDGE_IP = "10.244.0.1"
+# A Linux bridge without an address of its own takes the lowest MAC of its
+# ports, so it changes as pods come and go and pods' ARP entries for their
+# gateway go stale; a fixed, locally administered MAC ("kfs" in hex) cannot.
+BRIDGE_MAC = "02:6b:66:73:00:01"
 CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_API_IP = "10.96.0.1"
