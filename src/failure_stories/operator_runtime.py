@@ -1,18 +1,22 @@
-"""Install and run the kfs operator (kopf) that scenarios use as their system under test.
+"""Install and run the kfs operator (kopf): GameDays, and the system under test of
+operator stories (RedisFailover).
 
-Two ways to run it:
+Three ways to run it:
 
 * :class:`HostOperator` - ``kopf run`` as a supervised process on this host
   (the local provider: the host reaches pod IPs over the node's bridge). A
-  scenario run scopes it to its own namespace, so parallel runs never manage
-  each other's objects; it logs to a file in the report directory.
+  scenario run scopes it to its own namespace with only the system under test
+  (:data:`SUT_HANDLER_FILES`), so parallel runs never manage each other's
+  objects; it logs to a file in the report directory. Tests use it too.
+* :class:`LocalPodOperator` - `kfs operator install` on the local provider:
+  ``operator/local-deployment.yaml``, a pod on the real node that runs this
+  checkout's operator in the host's namespaces (GameDay runs change the node).
 * :class:`InClusterOperator` - ``operator/rbac.yaml`` and
   ``operator/deployment.yaml`` applied to a cluster (kind or existing), from
   the image built with ``operator/Dockerfile``.
 
 The handler files live in ``operator/``; :data:`HANDLER_FILES` lists the ones
-every operator loads, and a caller may pass more (one ``kopf run`` takes
-several files).
+an installed operator loads (one ``kopf run`` takes several files).
 
 CRDs are cluster-scoped and shared: :func:`ensure_crds` installs or updates
 them and nothing removes them while objects of their kinds exist anywhere,
