@@ -23,6 +23,7 @@ the same ``kopf run`` by ``kfs operator install``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -219,10 +220,15 @@ def _follow(gd: GameDay, spec: GameDaySpec, worker: Worker, stopped: kopf.Daemon
                     and (stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
                     else "the operator is stopping"
                 )
-                gd.say(Notice("Reverting", f"{why}: reverting the fault of run {worker.attempt}"))
+                # The revert comes first and nothing may prevent it: when the
+                # operator exits, kopf leaves this thread running but its event
+                # loop (which posts Events) may already be gone.
+                with contextlib.suppress(Exception):
+                    gd.say(Notice("Reverting", f"{why}: reverting run {worker.attempt}"))
                 worker.stop()
-                _mirror(gd, spec, tail)
-                gd.patch({"state": "Reverted", "message": f"{why}; the run was reverted"})
+                with contextlib.suppress(Exception):
+                    _mirror(gd, spec, tail)
+                    gd.patch({"state": "Reverted", "message": f"{why}; the run was reverted"})
                 return False
             stopped.wait(FOLLOW_INTERVAL)
     finally:

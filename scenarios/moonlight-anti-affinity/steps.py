@@ -45,6 +45,19 @@ def setup(ctx: RunContext) -> None:
         ctx.kube.wait_rollout(ctx.namespace, name)
     ctx.apply("fault.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "web")
+    _wait_all_behind_service(ctx)
+
+
+def _wait_all_behind_service(ctx: RunContext) -> None:
+    # A finished rollout is not yet a full Service: the EndpointSlice follows
+    # the pods' readiness a moment later (longer on a busy node; once in the
+    # bench, steady state saw 2 of 3 endpoints right after the rollout).
+    replicas = ctx.kube.apps.read_namespaced_deployment("web", ctx.namespace).spec.replicas
+    wait_for(
+        lambda: ctx.kube.ready_endpoints(ctx.namespace, "web") >= replicas,
+        what=f"all {replicas} web replicas behind the Service",
+        timeout=60,
+    )
 
 
 def _placement(ctx: RunContext) -> Counter[str]:
@@ -125,6 +138,7 @@ def mitigate(ctx: RunContext) -> None:
     _restore(ctx, ctx.state["node"])
     ctx.apply("mitigation.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "web", timeout=180)
+    _wait_all_behind_service(ctx)
     ctx.log(f"web replicas per node: {dict(_placement(ctx))}")
 
 

@@ -214,8 +214,9 @@ class HostOperator:
 
         wait_for(healthy, what=f"operator {self.name} healthy ({url})", timeout=timeout)
 
-    def stop(self) -> None:
-        self.sup.stop(self.name)
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM (GameDay runs in progress are reverted), SIGKILL after ``timeout``."""
+        self.sup.stop(self.name, timeout=timeout)
 
     def crash(self) -> None:
         """SIGKILL, as an OOM kill or a node loss would end it: no cleanup runs."""

@@ -259,6 +259,21 @@ def test_deleting_a_gameday_mid_run_reverts_its_fault_first(gamedays: GameDays, 
     assert not gamedays.worker(uid, 1).alive()
 
 
+def test_stopping_the_operator_reverts_the_run_in_progress(gamedays: GameDays, kube: Kube) -> None:
+    uid = gamedays.create("moonlight-anti-affinity", mode="drill")
+    run_ns = _when_holding(gamedays, kube)["namespace"]
+    # SIGTERM, as `kfs operator uninstall` or a pod stop sends; it exits once
+    # the run is reverted (a pod has 300 s for that).
+    gamedays.operator.stop(timeout=180)
+    assert not gamedays.worker(uid, 1).alive()
+    assert _namespace_gone(kube, run_ns)
+    _wait_nodes_ready(kube)
+    st = gamedays.status()
+    assert st["state"] == "Reverted", st
+    assert "the operator is stopping" in st["message"]
+    gamedays.operator.start()  # the fixture deletes the GameDay with an operator present
+
+
 def _kill_worker(gd: GameDays, uid: str, attempt: int) -> None:
     rec = gd.worker(uid, attempt).sup.record(f"gameday-{uid}-{attempt}")
     assert rec is not None
