@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories import netns
 from failure_stories.errors import KfsError
 from failure_stories.kube import KFS, MANAGED_BY, RUN_LABEL
-from failure_stories.locks import held, run_active
+from failure_stories.locks import held, run_active, sweep_run_locks
 from failure_stories.providers.base import Provider
 
 # Cluster-scoped kinds a scenario may create (admission policies, CRDs...).
@@ -60,6 +60,8 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
                 done.append(f"deleted {kind} {obj.metadata.name}")
     except (KfsError, ApiException) as exc:
         done.append(f"cluster not reachable, skipped its objects ({str(exc).splitlines()[0]})")
+    for namespace in sweep_run_locks(only):
+        done.append(f"removed the stale lock of run {namespace}")
     if not node_level:
         return done
     # Node-level leftovers are only swept while no run is changing the node.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from failure_stories.wait import wait_for
@@ -73,3 +73,17 @@ def run_active(namespace: str) -> bool:
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
     return False
+
+
+def sweep_run_locks(namespaces: Collection[str] | None = None) -> list[str]:
+    """Remove the lock files of runs that died without releasing them (SIGKILL);
+    only those of ``namespaces`` if given. Returns the namespaces swept."""
+    swept = []
+    for path in sorted(lock_dir().glob("run-*.lock")):
+        namespace = path.name[len("run-") : -len(".lock")]
+        if namespaces is not None and namespace not in namespaces:
+            continue
+        if not run_active(namespace):
+            path.unlink(missing_ok=True)
+            swept.append(namespace)
+    return swept

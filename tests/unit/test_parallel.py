@@ -106,3 +106,15 @@ def test_an_interrupt_reaches_every_child_and_no_new_one_starts(tmp_path: Path) 
     assert [j.returncode for j in pool.done] == [3, 3]  # both reverted, the third never ran
     assert lines.count("reverting") == 2
     assert jobs[2].proc is None
+
+
+def test_stale_run_locks_are_swept_and_live_ones_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KFS_LOCK_DIR", str(tmp_path))
+    (tmp_path / "run-kfs-dead-abc123.lock").touch()  # its process was SIGKILLed
+    (tmp_path / "run-kfs-other-def456.lock").touch()
+    with locks.held("run-kfs-live-xyz789", "the live run"):
+        assert locks.sweep_run_locks({"kfs-dead-abc123", "kfs-live-xyz789"}) == ["kfs-dead-abc123"]
+        assert locks.sweep_run_locks() == ["kfs-other-def456"]
+        assert [p.name for p in tmp_path.iterdir()] == ["run-kfs-live-xyz789.lock"]
