@@ -111,16 +111,21 @@ class Kube:
             if exc.status != 404:
                 raise
 
-        def gone() -> bool:
-            try:
-                self.core.read_namespace(name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return True
-                raise
-            return False
+        wait_for(
+            lambda: self.namespace_gone(name),
+            what=f"namespace {name} to be deleted",
+            timeout=timeout,
+            interval=1,
+        )
 
-        wait_for(gone, what=f"namespace {name} to be deleted", timeout=timeout, interval=1)
+    def namespace_gone(self, name: str) -> bool:
+        try:
+            self.core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
 
     # -- objects ----------------------------------------------------------------
     def _resource(self, obj: dict[str, Any]) -> Any:

@@ -30,6 +30,7 @@ from failure_stories.gameday_resource import GROUP, KIND, PLURAL, VERSION, Worke
 from failure_stories.kube import Kube
 from failure_stories.providers.base import Provider
 from failure_stories.providers.local import layout as L
+from failure_stories.scenario import PHASES
 from failure_stories.wait import sample, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -145,16 +146,6 @@ def gamedays(
     print(f"operator log: {gd.operator.log_path}")
 
 
-def _namespace_gone(kube: Kube, name: str) -> bool:
-    try:
-        kube.core.read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return True
-        raise
-    return False
-
-
 def _not_ready_sim_nodes(kube: Kube) -> list[str]:
     return [n for n in L.SIMULATED_NODES if not kube.node_ready(n)]
 
@@ -192,18 +183,10 @@ def test_verify_gameday_reaches_passed_with_measurements_events_and_metrics(
     symptom, verify = st["measurements"]["symptom"], st["measurements"]["verify"]
     assert symptom["outside_exec_succeeded"] == 1 and verify["outside_exec_succeeded"] == 0
     assert symptom["miner_processes_detected"] >= 1 and verify["miner_processes_detected"] == 0
-    assert [p["name"] for p in st["phases"]][:7] == [
-        "setup",
-        "steady-state",
-        "inject",
-        "symptom",
-        "mitigate",
-        "verify",
-        "teardown",
-    ]
+    assert [p["name"] for p in st["phases"]] == list(PHASES)
     assert all(p["ok"] for p in st["phases"])
     assert Path(st["report"]).is_file()
-    assert _namespace_gone(kube, st["namespace"])
+    assert kube.namespace_gone(st["namespace"])
     reasons = gamedays.event_reasons()
     # Events carry second-resolution timestamps: count them, do not order them.
     assert reasons.count("Started") == 1 and reasons.count("Finished") == 1
@@ -249,7 +232,7 @@ def test_deleting_a_gameday_mid_run_reverts_its_fault_first(gamedays: GameDays, 
 
     def gone() -> bool:
         if gamedays.get() is None:
-            seen.append(_namespace_gone(kube, run_ns))
+            seen.append(kube.namespace_gone(run_ns))
             return True
         return False
 
@@ -266,7 +249,7 @@ def test_stopping_the_operator_reverts_the_run_in_progress(gamedays: GameDays, k
     # the run is reverted (a pod has 300 s for that).
     gamedays.operator.stop(timeout=180)
     assert not gamedays.worker(uid, 1).alive()
-    assert _namespace_gone(kube, run_ns)
+    assert kube.namespace_gone(run_ns)
     _wait_nodes_ready(kube)
     st = gamedays.status()
     assert st["state"] == "Reverted", st
@@ -311,7 +294,7 @@ def test_a_run_whose_worker_died_too_is_reverted_and_run_again(
         interval=1,
     )
     assert st["namespace"] != first_ns
-    assert _namespace_gone(kube, first_ns)
+    assert kube.namespace_gone(first_ns)
     (reverted,) = [m for r, m in gamedays.events() if r == "Reverted"]
     assert f"deleted namespace {first_ns}" in reverted
     assert "its kwok agent was frozen" in reverted  # the node-level fault, undone
