@@ -171,10 +171,12 @@ def suspects(rows: Iterable[PsRow]) -> list[PsRow]:
 
 # -- the detector on the node ----------------------------------------------------------
 
+# A suspect may exit between ps and the second snapshot (its cat then fails): the
+# script ends in `true` so that a vanished pid reads as "exited", never as an error.
 _SAMPLE = (
     'cat /proc/uptime; for p in "$@"; do cat /proc/$p/stat 2>/dev/null; done; echo ---; '
     'sleep "$KFS_INTERVAL"; '
-    'cat /proc/uptime; for p in "$@"; do cat /proc/$p/stat 2>/dev/null; done'
+    'cat /proc/uptime; for p in "$@"; do cat /proc/$p/stat 2>/dev/null; done; true'
 )
 
 

@@ -3,6 +3,8 @@ node output: a miner hiding as gcc must be flagged, compilers doing their job no
 
 from __future__ import annotations
 
+import os
+import subprocess
 from types import ModuleType
 
 import pytest
@@ -165,3 +167,19 @@ def test_build_pods(steps: ModuleType) -> None:
     assert steps.is_build_pod(info("ci", "b", {}, ("Job",)))
     assert steps.is_build_pod(info("ci", "b", {steps.BUILD_LABEL: "true"}, ()))
     assert not steps.is_build_pod(info("x", "d", {steps.BUILD_LABEL: "false"}, ("ReplicaSet",)))
+
+
+def test_sample_script_survives_a_suspect_that_exits(steps: ModuleType) -> None:
+    """The node command must not fail when the last suspect is gone (CI saw this)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer exists, as when a suspect exits mid-scan
+    me = str(os.getpid())
+    out = subprocess.run(
+        ["env", "KFS_INTERVAL=0.05", "sh", "-c", steps._SAMPLE, "kfs-sample", me, str(gone.pid)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cores = steps.parse_cpu_sample(out, os.sysconf("SC_CLK_TCK"))
+    assert set(cores) == {int(me)}
+    assert cores[int(me)] >= 0.0
