@@ -33,6 +33,14 @@ def setup(ctx: RunContext) -> None:
             f"needs 3 schedulable nodes labelled {SIMULATED_NODE_LABEL}=true, found {len(nodes)}"
         )
     a, b, c = nodes[:3]
+    # The provider does not wait for simulated nodes on a warm cluster; with the
+    # node lock held, only a run that has just reverted its fault can be behind one.
+    names = [n.metadata.name for n in (a, b, c)]
+    wait_for(
+        lambda: all(ctx.kube.node_ready(n) for n in names),
+        what=f"nodes {', '.join(names)} Ready",
+        timeout=90,
+    )
     cpu = min(_millicpu(n.status.allocatable["cpu"]) for n in (b, c))
     ctx.variables.update(
         NODE_A=a.metadata.name,
