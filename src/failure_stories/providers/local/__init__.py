@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 from pathlib import Path
 from typing import Any
 
-from failure_stories import netns
+from failure_stories import locks, netns
 from failure_stories.errors import ClusterUnreachableError, ProviderError
 from failure_stories.kube import Kube
 from failure_stories.netns import OutsideHost
@@ -18,6 +19,11 @@ from failure_stories.providers.local import layout as L
 from failure_stories.providers.local.node import CGROUP_ROOT, RealNode
 from failure_stories.providers.local.processes import Supervisor
 from failure_stories.wait import wait_for
+
+CLUSTER_LOCK = "local-cluster"
+# A down waits for GameDay runs to revert (up to 120 s each) and a cold up
+# for the control plane and nodes: the other process waits at most this long.
+CLUSTER_LOCK_TIMEOUT = 900
 
 
 class LocalProvider(Provider):
@@ -37,15 +43,35 @@ class LocalProvider(Provider):
     def is_up(self) -> bool:
         return self.sup.alive("kube-apiserver") and self.kubeconfig.exists()
 
-    def up(self) -> None:
-        binaries.ensure()
-        warm = all(
+    def _warm(self) -> bool:
+        return all(
             self.sup.alive(n) for n in (*controlplane.component_names(), *RealNode.COMPONENTS)
         )
+
+    def _cluster_lock(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
+        # Runs on a warm cluster check it together (shared); creating or deleting
+        # it is one process's job at a time: two downs raced in rmtree before.
+        return locks.held(
+            CLUSTER_LOCK,
+            "another kfs process creating or deleting the local cluster",
+            timeout=CLUSTER_LOCK_TIMEOUT,
+            shared=shared,
+        )
+
+    def up(self) -> None:
+        binaries.ensure()
+        with self._cluster_lock(shared=True):
+            if self._warm():
+                self._up(warm=True)
+                return
+        with self._cluster_lock():
+            self._up(warm=self._warm())
+
+    def _up(self, warm: bool) -> None:
         if self.paths.root.exists() and not self.sup.alive("kube-apiserver"):
             # A crashed run or a rebooted session left state but no control plane:
             # sweep its mounts, chains and processes before starting afresh.
-            self.down()
+            self._down()
         self.paths.root.mkdir(parents=True, exist_ok=True)
         # The bridge carries the API server's advertised address, so it comes first.
         self.node.prepare_host()
@@ -70,6 +96,10 @@ class LocalProvider(Provider):
         simulated.ensure_capacity(kube)
 
     def down(self) -> None:
+        with self._cluster_lock():
+            self._down()
+
+    def _down(self) -> None:
         # GameDay runs and host processes others started (an operator) first,
         # while the API server is still there for their teardown to revert
         # what they changed; SIGTERM makes a run tear down.

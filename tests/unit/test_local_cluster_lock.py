@@ -1,0 +1,75 @@
+"""Creating or deleting the local cluster is one process's job at a time; runs on a
+warm cluster only check it, together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from failure_stories.providers.local import LocalProvider, binaries
+from failure_stories.providers.local import layout as L
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float, float]] = []
+        self.lock = threading.Lock()
+
+    def step(self, what: str, seconds: float = 0.3) -> None:
+        start = time.monotonic()
+        time.sleep(seconds)  # the span that must (or may) overlap another
+        with self.lock:
+            self.spans.append((what, start, time.monotonic()))
+
+    def overlapped(self) -> bool:
+        (_, a0, a1), (_, b0, b1) = sorted(self.spans, key=lambda s: s[1])
+        return b0 < a1 and a0 < b1
+
+
+@pytest.fixture
+def provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalProvider:
+    monkeypatch.setenv("KFS_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(binaries, "ensure", lambda: None)
+    return LocalProvider(L.Paths(tmp_path / "state"))
+
+
+def _both(*calls: object) -> None:
+    threads = [threading.Thread(target=c) for c in calls]  # type: ignore[arg-type]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+
+def test_two_downs_take_turns(provider: LocalProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(provider, "_down", lambda: rec.step("down"))
+    _both(provider.down, provider.down)
+    assert len(rec.spans) == 2
+    assert not rec.overlapped()
+
+
+def test_a_cold_up_and_a_down_take_turns(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(provider, "_warm", lambda: False)
+    monkeypatch.setattr(provider, "_up", lambda warm: rec.step(f"up warm={warm}"))
+    monkeypatch.setattr(provider, "_down", lambda: rec.step("down"))
+    _both(provider.up, provider.down)
+    assert sorted(s[0] for s in rec.spans) == ["down", "up warm=False"]
+    assert not rec.overlapped()
+
+
+def test_runs_on_a_warm_cluster_check_it_together(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(provider, "_warm", lambda: True)
+    monkeypatch.setattr(provider, "_up", lambda warm: rec.step(f"up warm={warm}", 1.0))
+    _both(provider.up, provider.up)
+    assert [s[0] for s in rec.spans] == ["up warm=True"] * 2
+    assert rec.overlapped()
