@@ -12,12 +12,12 @@ Run as: python3 /opt/kfs/workloads/burstsvc.py --port 8080 --workers 2 --burst-m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
-import signal
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpserve
 
 
 def burn(cpu_ms: float) -> float:
@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/healthz":
-                body = b"ok\n"
-            elif self.path == "/work":
+                httpserve.reply(self, 200, b"ok\n", "text/plain")
+                return
+            if self.path == "/work":
                 t0 = time.monotonic()
                 cpu = sum(pool.map(burn, [args.burst_ms] * args.workers))
                 body = json.dumps(
@@ -51,21 +52,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 self.send_error(404)
                 return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            httpserve.reply(self, 200, body, "application/json")
 
         def log_message(self, format: str, *a: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("0.0.0.0", args.port), Handler)  # noqa: S104
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print(f"burstsvc on :{args.port}, {args.workers} workers x {args.burst_ms} ms", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    pool.terminate()
-    return 0
+    try:
+        return httpserve.serve(
+            server, f"burstsvc on :{args.port}, {args.workers} workers x {args.burst_ms} ms"
+        )
+    finally:
+        pool.terminate()
 
 
 if __name__ == "__main__":

@@ -23,16 +23,16 @@ Run as: python3 /opt/kfs/workloads/dashboard.py --port 4040 [--token-file PATH]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hmac
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import httpserve
 
 MAX_BODY = 64 * 1024
 EXEC_TIMEOUT = 10.0
@@ -114,16 +114,10 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def _reply(self, status: int, body: dict[str, object]) -> None:
-        data = (json.dumps(body) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        httpserve.reply_json(self, status, body)
 
     def log_message(self, format: str, *args: object) -> None:
-        sys.stdout.write(f"{self.address_string()} {format % args}\n")
-        sys.stdout.flush()
+        httpserve.log_line(self, format % args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         Handler.token = token
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     mode = "token required" if Handler.token else "NO AUTHENTICATION"
-    print(f"dashboard on {args.bind}:{args.port} in {namespace}, {mode}", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    server.server_close()
-    return 0
+    return httpserve.serve(server, f"dashboard on {args.bind}:{args.port} in {namespace}, {mode}")
 
 
 if __name__ == "__main__":

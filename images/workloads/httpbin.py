@@ -7,11 +7,11 @@ Run as: python3 /opt/kfs/workloads/httpbin.py --port 8080
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpserve
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -26,17 +26,10 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(404, "not found\n")
 
     def _reply(self, status: int, body: str) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        httpserve.reply(self, status, body.encode(), "text/plain; charset=utf-8")
 
     def log_message(self, format: str, *args: object) -> None:
-        # One line per request on stdout, so `kubectl logs` shows the traffic.
-        sys.stdout.write(f"{self.address_string()} {format % args}\n")
-        sys.stdout.flush()
+        httpserve.log_line(self, format % args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,13 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a pod must be reachable
     args = parser.parse_args(argv)
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
-    print(f"httpbin listening on {args.bind}:{args.port}", flush=True)
-    # The kubelet stops pods with SIGTERM: treat it like Ctrl-C and exit 0.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    server.server_close()
-    return 0
+    return httpserve.serve(server, f"httpbin listening on {args.bind}:{args.port}")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,9 @@ Run as: python3 /opt/kfs/workloads/logsink.py --port 9200
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -33,6 +31,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import httpserve
 
 SEQ_RE = re.compile(r"\bseq=(\d+)\b")
 TS_RE = re.compile(r"\bts=(\d+(?:\.\d+)?)\b")
@@ -313,12 +313,9 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"took": took, "errors": False, "items": items})
 
     def _json(self, status: int, payload: dict[str, Any]) -> None:
+        # Elasticsearch's own content type and body, without a trailing newline.
         data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        httpserve.reply(self, status, data, "application/json; charset=UTF-8")
 
     def log_message(self, format: str, *args: object) -> None:
         # Only what an operator needs: rejected writes and fault switches, not
@@ -327,8 +324,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         line = format % args
         if '" 429 ' in line or "/fault" in line:
-            sys.stdout.write(f"{self.address_string()} {line}\n")
-            sys.stdout.flush()
+            httpserve.log_line(self, line)
 
 
 def make_server(host: str, port: int, store: Store | None = None) -> ThreadingHTTPServer:
@@ -344,13 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a pod must be reachable
     args = parser.parse_args(argv)
     server = make_server(args.bind, args.port)
-    print(f"logsink listening on {args.bind}:{args.port}", flush=True)
-    # The kubelet stops pods with SIGTERM: treat it like Ctrl-C and exit 0.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    server.server_close()
-    return 0
+    return httpserve.serve(server, f"logsink listening on {args.bind}:{args.port}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 
 WORKLOADS = Path(__file__).resolve().parents[2] / "images" / "workloads"
+# In a pod the workloads run as scripts and find their shared module (httpserve)
+# next to them; loaded from here they need the same directory on the path.
+sys.path.insert(0, str(WORKLOADS))
 
 
 def _load(name: str) -> ModuleType:
