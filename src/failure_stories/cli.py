@@ -14,10 +14,10 @@ from rich.table import Table
 
 from failure_stories import scenario as scenarios
 from failure_stories.audit_cli import audit
+from failure_stories.cli_options import allow_option, context_option, provider_option
 from failure_stories.errors import Interrupted, KfsError
 from failure_stories.html_report import write_html
 from failure_stories.operator_cli import operator_group
-from failure_stories.providers import NAMES as PROVIDERS
 from failure_stories.providers import get_provider
 from failure_stories.report import (
     ScenarioReport,
@@ -56,24 +56,6 @@ class KfsGroup(click.Group):
             _fail(f"{exc}; teardown ran", 130)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
-
-
-provider_option = click.option(
-    "--provider",
-    type=click.Choice(PROVIDERS),
-    default="local",
-    show_default=True,
-    help="Where the cluster comes from: local (embedded, no Docker), kind, or existing.",
-)
-context_option = click.option(
-    "--context", default=None, help="existing provider: the kubeconfig context to use."
-)
-allow_option = click.option(
-    "--allow-context",
-    default=None,
-    metavar="NAME",
-    help="existing provider: name the context again to allow faults to be injected into it.",
-)
 
 
 @click.group(cls=KfsGroup, context_settings={"help_option_names": ["-h", "--help"]})

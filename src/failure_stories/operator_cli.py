@@ -22,24 +22,9 @@ from __future__ import annotations
 import click
 
 from failure_stories import operator_runtime as runtime
-from failure_stories.providers import NAMES as PROVIDERS
+from failure_stories.cli_options import allow_option, context_option, provider_option
 from failure_stories.providers import get_provider
 from failure_stories.providers.base import Provider
-
-_provider = click.option(
-    "--provider",
-    type=click.Choice(PROVIDERS),
-    default="local",
-    show_default=True,
-    help="Where the cluster comes from: local (embedded), kind, or existing.",
-)
-_context = click.option("--context", default=None, help="existing provider: kubeconfig context.")
-_allow = click.option(
-    "--allow-context",
-    default=None,
-    metavar="NAME",
-    help="existing provider: name the context again to allow changing it.",
-)
 
 
 def _operator(prov: Provider) -> runtime.InClusterOperator:
@@ -67,9 +52,9 @@ def operator_group() -> None:
 
 
 @operator_group.command()
-@_provider
-@_context
-@_allow
+@provider_option
+@context_option
+@allow_option
 def install(provider: str, context: str | None, allow_context: str | None) -> None:
     """Install the CRDs and the operator Deployment (on local: a pod on the real node)."""
     prov = _provider_for(provider, context, allow_context)
@@ -86,9 +71,9 @@ def install(provider: str, context: str | None, allow_context: str | None) -> No
 
 
 @operator_group.command()
-@_provider
-@_context
-@_allow
+@provider_option
+@context_option
+@allow_option
 def uninstall(provider: str, context: str | None, allow_context: str | None) -> None:
     """Remove the operator (GameDay runs in progress are reverted first); remove the
     CRDs if no RedisFailover or GameDay is left."""
