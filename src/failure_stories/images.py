@@ -70,7 +70,7 @@ FIXED_MTIME = 1704067200
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 
-_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -512,7 +512,7 @@ def _apt_proxy_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
+def locked(cache: Path) -> Iterator[None]:
     """One builder per cache dir: two kfs runs must not debootstrap into the same path."""
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / ".lock").open("w") as fh:
@@ -550,7 +550,7 @@ def _safe_rmtree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def _prune(cache: Path, pattern: str, keep: set[Path]) -> None:
+def prune(cache: Path, pattern: str, keep: set[Path]) -> None:
     # Old keys are never read again; without pruning each edit would leave
     # another few hundred MB behind.
     for old in cache.glob(pattern):
@@ -668,7 +668,7 @@ def build_base_layer(cache: Path, log: Log = print) -> Blob:
     finally:
         _safe_rmtree(work)
     meta.write_text(json.dumps({"digest": blob.digest, "size": blob.size}))
-    _prune(cache, "base-*.layer.*", {layer, meta})
+    prune(cache, "base-*.layer.*", {layer, meta})
     log(f"toolbox base: {blob.size / 1e6:.0f} MB layer {blob.digest[:19]}")
     return blob
 
@@ -688,14 +688,14 @@ def _build_toolbox(cache: Path, images_dir: Path, log: Log) -> Path:
         config = image_config(
             layers,
             # Unbuffered so a workload's prints show up in `kubectl logs` at once.
-            env=[_PATH_ENV, "PYTHONUNBUFFERED=1"],
+            env=[PATH_ENV, "PYTHONUNBUFFERED=1"],
             # A toolbox pod with no command should stay up to be exec'd into.
             cmd=["sleep", "infinity"],
         )
         digest = write_image_archive(archive, TOOLBOX_IMAGE, layers, config)
     finally:
         wl_layer.unlink(missing_ok=True)
-    _prune(cache, "toolbox-*.tar", {archive})
+    prune(cache, "toolbox-*.tar", {archive})
     log(f"{TOOLBOX_IMAGE}: built {archive} ({archive.stat().st_size / 1e6:.0f} MB, {digest[:19]})")
     return archive
 
@@ -722,13 +722,13 @@ def _build_pause(cache: Path, images_dir: Path, log: Log) -> Path:
         layer = write_layer(root, Path(tmp) / "layer.tar", normalise=as_root)
         config = image_config(
             [layer],
-            env=[_PATH_ENV],
+            env=[PATH_ENV],
             entrypoint=["/pause"],
             # Same as the upstream pause image: the sandbox needs no privileges.
             user="65535:65535",
         )
         digest = write_image_archive(archive, PAUSE_IMAGE, [layer], config)
-    _prune(cache, "pause-*.tar", {archive})
+    prune(cache, "pause-*.tar", {archive})
     log(f"{PAUSE_IMAGE}: built {archive} ({archive.stat().st_size / 1e3:.0f} kB, {digest[:19]})")
     return archive
 
@@ -742,7 +742,7 @@ def build_images(
     """Build whatever is stale; return image ref -> archive path."""
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     src = images_dir if images_dir is not None else IMAGES_DIR
-    with _locked(cache):
+    with locked(cache):
         # Under the lock no other build is running, so any .part is a crash's leftover.
         for stale in cache.glob("*.part"):
             stale.unlink()
@@ -850,7 +850,7 @@ def docker_build_context(cache_dir: Path | None = None, *, images_dir: Path | No
     """
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     src = images_dir if images_dir is not None else IMAGES_DIR
-    with _locked(cache):
+    with locked(cache):
         base = build_base_layer(cache)
         ctx = cache / "docker-context"
         if ctx.exists():

@@ -10,8 +10,10 @@ GameDay resources (game days run from the cluster):
   (those belong to scenario runs and tests, which bring their own operator);
   GameDay metrics on http://127.0.0.1:9808/metrics;
 * kind / existing: ``operator/rbac.yaml`` and ``operator/deployment.yaml``
-  applied to the cluster (build and load ``localhost/kfs/operator:v1`` first);
-  RedisFailovers work there, GameDays report Unsupported.
+  applied to the cluster; on kind, ``localhost/kfs/operator:v1`` is built
+  offline and loaded first, elsewhere ``--image`` names one the nodes can pull
+  (``kfs operator image`` writes the archive to push). RedisFailovers work
+  there, GameDays report Unsupported.
 
 CRDs are installed by ``install``; ``uninstall`` removes them only when no
 RedisFailover or GameDay is left in any namespace.
@@ -21,19 +23,21 @@ from __future__ import annotations
 
 import click
 
+from failure_stories import operator_image
 from failure_stories import operator_runtime as runtime
 from failure_stories.cli_options import allow_option, context_option, provider_option
+from failure_stories.operator_image import OPERATOR_IMAGE
 from failure_stories.providers import get_provider
 from failure_stories.providers.base import Provider
 
 
-def _operator(prov: Provider) -> runtime.InClusterOperator:
+def _operator(prov: Provider, image: str | None = None) -> runtime.InClusterOperator:
     if prov.name == "local":
         from failure_stories.providers.local import LocalProvider
 
         assert isinstance(prov, LocalProvider)
         return runtime.LocalPodOperator(prov.kube(), prov.paths.root)
-    return runtime.InClusterOperator(prov.kube())
+    return runtime.InClusterOperator(prov.kube(), image=image or OPERATOR_IMAGE)
 
 
 def _provider_for(provider: str, context: str | None, allow_context: str | None) -> Provider:
@@ -55,10 +59,23 @@ def operator_group() -> None:
 @provider_option
 @context_option
 @allow_option
-def install(provider: str, context: str | None, allow_context: str | None) -> None:
+@click.option(
+    "--image",
+    default=None,
+    metavar="REF",
+    help=f"kind/existing: the operator image the nodes pull (default {OPERATOR_IMAGE}, "
+    "which kind gets built and loaded).",
+)
+def install(
+    provider: str, context: str | None, allow_context: str | None, image: str | None
+) -> None:
     """Install the CRDs and the operator Deployment (on local: a pod on the real node)."""
+    if image is not None and provider == "local":
+        raise click.UsageError("--image is for kind and existing; local runs this checkout")
     prov = _provider_for(provider, context, allow_context)
-    op = _operator(prov)
+    if image is None:
+        runtime.load_image(prov)
+    op = _operator(prov, image)
     for name in runtime.ensure_crds(op.kube):
         click.echo(f"CRD {name} installed")
     op.install()
@@ -68,6 +85,14 @@ def install(provider: str, context: str | None, allow_context: str | None) -> No
             f"watching namespaces {runtime.LOCAL_INSTALL_SCOPE}; GameDay metrics on "
             f"http://127.0.0.1:{runtime.METRICS_PORT}/metrics"
         )
+
+
+@operator_group.command("image")
+def image_cmd() -> None:
+    """Build the operator image offline and print its archive (docker load -i, or
+    push it to your registry for `install --image` on an existing cluster)."""
+    archive = operator_image.build()
+    click.echo(f"{OPERATOR_IMAGE}: {archive}")
 
 
 @operator_group.command()

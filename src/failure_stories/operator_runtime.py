@@ -13,7 +13,7 @@ Three ways to run it:
   checkout's operator in the host's namespaces (GameDay runs change the node).
 * :class:`InClusterOperator` - ``operator/rbac.yaml`` and
   ``operator/deployment.yaml`` applied to a cluster (kind or existing), from
-  the image built with ``operator/Dockerfile``.
+  the image :mod:`failure_stories.operator_image` builds offline.
 
 The handler files live in ``operator/``; :data:`HANDLER_FILES` lists the ones
 an installed operator loads (one ``kopf run`` takes several files).
@@ -40,20 +40,22 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from failure_stories import operator_image
 from failure_stories.errors import ProviderError
 from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.kube import Kube, render
+from failure_stories.operator_image import OPERATOR_IMAGE
 from failure_stories.providers.local.processes import Supervisor
 from failure_stories.wait import wait_for
 
 if TYPE_CHECKING:
     from failure_stories.context import RunContext
+    from failure_stories.providers.base import Provider
 
 OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
 # Every operator loads these; a scenario's own operator only the system under test.
 HANDLER_FILES: tuple[str, ...] = ("redisfailover.py", "gameday.py")
 SUT_HANDLER_FILES: tuple[str, ...] = ("redisfailover.py",)
-OPERATOR_IMAGE = "localhost/kfs/operator:v1"
 SYSTEM_NAMESPACE = "kfs-system"
 DEPLOYMENT = "kfs-operator"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=kfs-operator"
@@ -231,13 +233,22 @@ class HostOperator:
 
 class InClusterOperator:
     """The operator Deployment (cluster-wide) from ``operator/*.yaml``: the image
-    built with ``operator/Dockerfile`` and the least-privilege ServiceAccount."""
+    built by :mod:`failure_stories.operator_image` (or ``operator/Dockerfile``)
+    and the least-privilege ServiceAccount."""
 
     files: tuple[str, ...] = ("rbac.yaml", "deployment.yaml")
 
-    def __init__(self, kube: Kube, image: str = OPERATOR_IMAGE) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        image: str = OPERATOR_IMAGE,
+        node_selector: dict[str, str] | None = None,
+    ) -> None:
         self.kube = kube
         self.image = image
+        # Where the pod may run, when not every node runs containers (the local
+        # provider's simulated nodes do not).
+        self.node_selector = dict(node_selector or {})
 
     def variables(self) -> dict[str, str]:
         return {"OPERATOR_IMAGE": self.image, "TOOLBOX_IMAGE": TOOLBOX_IMAGE}
@@ -246,6 +257,10 @@ class InClusterOperator:
         objs: list[dict[str, Any]] = []
         for name in self.files:
             objs += render((OPERATOR_DIR / name).read_text(), self.variables())
+        if self.node_selector:
+            for obj in objs:
+                if obj["kind"] == "Deployment":
+                    obj["spec"]["template"]["spec"]["nodeSelector"] = self.node_selector
         return objs
 
     def installed(self) -> bool:
@@ -259,8 +274,9 @@ class InClusterOperator:
 
     def not_ready_hint(self) -> str:
         return (
-            f"is {self.image} built and loaded? docker build -f operator/Dockerfile -t "
-            f"{self.image} . && kind load docker-image {self.image} --name <cluster>"
+            f"can the nodes pull {self.image}? `kfs operator install --provider kind` builds "
+            "and loads it; for another cluster push it to a registry (`kfs operator image` "
+            "writes its archive) and pass --image"
         )
 
     def _namespace_terminating(self) -> bool:
@@ -347,6 +363,12 @@ class LocalPodOperator(InClusterOperator):
         )
 
 
+def load_image(provider: Provider) -> None:
+    """Kind's nodes get the operator image built offline; other clusters pull theirs."""
+    if provider.name == "kind":
+        provider.load_images({OPERATOR_IMAGE: operator_image.build()})
+
+
 def start_for_run(ctx: RunContext) -> HostOperator | InClusterOperator:
     """Give a scenario run an operator for its namespace; teardown is deferred here.
 
@@ -371,6 +393,7 @@ def start_for_run(ctx: RunContext) -> HostOperator | InClusterOperator:
         return op
     incluster = InClusterOperator(ctx.kube)
     if not incluster.installed():
+        load_image(ctx.provider)
 
         def uninstall() -> None:
             for line in incluster.uninstall():

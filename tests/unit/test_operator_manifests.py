@@ -64,3 +64,17 @@ def test_kind_deployment_stays_least_privilege_and_declines_gamedays() -> None:
     (role,) = [o for o in objs if o["kind"] == "ClusterRole"]
     gameday_rules = [r for r in role["rules"] if "gamedays" in r["resources"]]
     assert gameday_rules and all("delete" not in r["verbs"] for r in gameday_rules)
+
+
+def test_kind_deployment_runs_the_offline_image_and_can_be_pinned() -> None:
+    from failure_stories import operator_image
+
+    free = _deployment(runtime.InClusterOperator(FakeKube()).manifests())  # type: ignore[arg-type]
+    assert "nodeSelector" not in free["spec"]["template"]["spec"]
+    pinned = runtime.InClusterOperator(FakeKube(), node_selector={"kfs.dev/real-node": "true"})  # type: ignore[arg-type]
+    pod = _deployment(pinned.manifests())["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kfs.dev/real-node": "true"}
+    container = pod["containers"][0]
+    assert container["image"] == operator_image.OPERATOR_IMAGE
+    # The Deployment's args must name files the image carries where it puts them.
+    assert container["args"][-2:] == operator_image.CMD[-2:]

@@ -76,6 +76,14 @@ class Provider(abc.ABC):
         """A host outside the cluster, reachable from the real node (see netns)."""
         raise ProviderError(f"the {self.name} provider cannot create outside hosts yet")
 
+    def load_images(self, archives: dict[str, Path]) -> None:
+        """Make locally built images (ref -> archive) available to the cluster's nodes."""
+        refs = ", ".join(archives)
+        raise ProviderError(
+            f"the {self.name} provider cannot load local images; push {refs} to a registry "
+            "its nodes pull from, or use the local or kind provider"
+        )
+
     def export_logs(self, target: Path) -> None:  # noqa: B027 - optional hook
         """Copy cluster component logs into ``target`` (on failure)."""
 

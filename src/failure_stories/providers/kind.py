@@ -114,7 +114,11 @@ class KindProvider(Provider):
     def _load_images(self) -> None:
         from failure_stories import images
 
-        archives = images.build_images()
+        self.load_images(images.build_images())
+
+    def load_images(self, archives: dict[str, Path]) -> None:
+        from failure_stories import images
+
         images.load_into_docker(archives)
         for ref in archives:
             run(["kind", "load", "docker-image", ref, "--name", self.cluster_name], timeout=600)

@@ -119,6 +119,9 @@ class LocalProvider(Provider):
         if self.paths.root.exists():
             shutil.rmtree(self.paths.root)
 
+    def load_images(self, archives: dict[str, Path]) -> None:
+        self.node.import_images(archives)
+
     def kube(self) -> Kube:
         try:
             stamp = self.kubeconfig.stat().st_mtime_ns

@@ -243,10 +243,13 @@ state = "{RUN_DIR / "containerd"}"
             ],
         )
 
-    def import_images(self) -> None:
+    def import_images(self, archives: dict[str, Path] | None = None) -> None:
+        """The toolbox and pause images, or the given ones, into the node's containerd."""
         from failure_stories import images
 
-        images.import_images(images.build_images(), str(CONTAINERD_SOCK), CONTAINERD_NS)
+        if archives is None:
+            archives = images.build_images()
+        images.import_images(archives, str(CONTAINERD_SOCK), CONTAINERD_NS)
 
     def _crictl(self, *args: str, check: bool = True) -> str | None:
         argv = [

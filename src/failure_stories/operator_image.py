@@ -1,0 +1,144 @@
+"""The operator image for in-cluster installs (kind), built offline like the toolbox.
+
+``operator/Dockerfile`` says the same for people with Docker and a registry:
+the toolbox's two layers (Debian bookworm with python3 3.11, the workloads),
+plus one layer with the framework package and its pinned dependencies under
+``/opt/kfs/operator/lib``, the kopf entry files and the scenarios. There is no
+pip in the toolbox, so the dependencies are pip-installed here, by this
+Python, which must be the toolbox's 3.11 for compiled wheels to load there.
+The archive is cached under a key of every input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from failure_stories import images
+from failure_stories.errors import ProviderError
+
+OPERATOR_IMAGE = "localhost/kfs/operator:v1"
+REPO = Path(__file__).resolve().parents[2]
+PREFIX = "opt/kfs"
+# The toolbox's python3 (Debian bookworm).
+IMAGE_PYTHON = (3, 11)
+ENTRYPOINT = ["python3", "-m", "kopf", "run", "--standalone"]
+CMD = ["--all-namespaces", "/opt/kfs/operator/redisfailover.py", "/opt/kfs/operator/gameday.py"]
+
+Log = Callable[[str], None]
+
+
+def inputs(repo: Path = REPO) -> list[Path]:
+    """Every file whose change must rebuild the image."""
+    found = [repo / "pyproject.toml", repo / "requirements.lock", repo / "README.md"]
+    found += sorted((repo / "operator").glob("*.py"))
+    for tree in (repo / "src" / "failure_stories", repo / "scenarios"):
+        found += [
+            p
+            for p in sorted(tree.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        ]
+    return found
+
+
+def key(repo: Path = REPO) -> str:
+    h = hashlib.sha256(images.RECIPE_VERSION.encode())
+    h.update(images.base_key().encode())
+    h.update(images.toolbox_key(images.IMAGES_DIR / "workloads").encode())
+    h.update(" ".join(ENTRYPOINT + CMD).encode())
+    for path in inputs(repo):
+        h.update(path.relative_to(repo).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    if info.isdir():
+        info.mode = 0o755
+    elif info.isreg():
+        info.mode = 0o755 if info.mode & 0o111 else 0o644
+    return info
+
+
+def _pip_install(repo: Path, stage: Path, target: Path, log_file: Path) -> None:
+    """The package and its locked dependencies into ``target``, from a copy of the
+    sources (setuptools would otherwise write build/ and egg-info into the checkout)."""
+    src = stage / "src-copy"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(repo / name, src / name)
+    shutil.copytree(
+        repo / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-compile"]
+    cmd += ["--target", str(target), "-c", str(repo / "requirements.lock"), str(src)]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("wb") as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        lines = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+        raise ProviderError(
+            f"pip install for the operator image failed: {lines[-1] if lines else 'no output'} "
+            f"(log: {log_file})"
+        )
+
+
+def build(cache_dir: Path | None = None, log: Log = print, repo: Path = REPO) -> Path:
+    """The operator image archive (docker load / ctr import / kind load image-archive)."""
+    if sys.version_info[:2] != IMAGE_PYTHON:
+        want = ".".join(map(str, IMAGE_PYTHON))
+        raise ProviderError(
+            f"the operator image needs Python {want} to build (the toolbox runs {want} and "
+            f"its compiled dependencies must match); this is {sys.version.split()[0]}"
+        )
+    archives = images.build_images(cache_dir, log)  # the toolbox, which it extends
+    cache = cache_dir if cache_dir is not None else images.default_cache_dir()
+    archive = cache / f"operator-{key(repo)[:16]}.tar"
+    with images.locked(cache):
+        if archive.is_file():
+            log(f"{OPERATOR_IMAGE}: cached ({archive})")
+            return archive
+        assert images.TOOLBOX_IMAGE in archives
+        base = images.build_base_layer(cache, log)
+        with tempfile.TemporaryDirectory(dir=cache, prefix="operator-") as tmp:
+            stage = Path(tmp)
+            workloads = images.write_workloads_layer(
+                images.IMAGES_DIR / "workloads", stage / "workloads.tar"
+            )
+            root = stage / "root"
+            lib = root / "operator" / "lib"
+            log(f"{OPERATOR_IMAGE}: pip install of the package and its locked dependencies")
+            _pip_install(repo, stage, lib, cache / "logs" / "operator-pip.log")
+            for entry in sorted((repo / "operator").glob("*.py")):
+                shutil.copy2(entry, root / "operator" / entry.name)
+            shutil.copytree(
+                repo / "scenarios", root / "scenarios", ignore=shutil.ignore_patterns("__pycache__")
+            )
+            layer = images.write_layer(
+                root, stage / "operator.tar", prefix=PREFIX, normalise=_root_owned
+            )
+            layers = [base, workloads, layer]
+            config = images.image_config(
+                layers,
+                env=[
+                    images.PATH_ENV,
+                    "PYTHONPATH=/opt/kfs/operator/lib",
+                    "KFS_SCENARIOS_DIR=/opt/kfs/scenarios",
+                    "PYTHONDONTWRITEBYTECODE=1",
+                    "PYTHONUNBUFFERED=1",
+                ],
+                entrypoint=ENTRYPOINT,
+                cmd=CMD,
+                user="65534:65534",
+            )
+            digest = images.write_image_archive(archive, OPERATOR_IMAGE, layers, config)
+        images.prune(cache, "operator-*.tar", {archive})
+    log(f"{OPERATOR_IMAGE}: built {archive} ({archive.stat().st_size / 1e6:.0f} MB, {digest[:19]})")
+    return archive
