@@ -134,7 +134,7 @@ def toolbox_key(workloads_dir: Path) -> str:
     h.update(base_key().encode())
     for path in workload_files(workloads_dir):
         rel = path.relative_to(workloads_dir).as_posix()
-        # Only the exec bit reaches the image (see _normalise_workload), so
+        # Only the exec bit reaches the image (see root_owned), so
         # only it is hashed: a chmod g+w in a checkout must not force a rebuild.
         executable = bool(path.stat().st_mode & 0o111)
         h.update(f"\0{rel}\0{int(executable)}\0".encode())
@@ -235,8 +235,9 @@ def _dir_info(name: str, mode: int = 0o755) -> tarfile.TarInfo:
     return info
 
 
-def _normalise_workload(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    # A checkout's owner and umask are accidents of whoever cloned the repo.
+def root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Files from a checkout, owned by root with plain modes: its owner and umask
+    are accidents of whoever cloned the repo."""
     info.uid = info.gid = 0
     if info.isdir():
         info.mode = 0o755
@@ -254,7 +255,7 @@ def write_workloads_layer(workloads_dir: Path, out: Path) -> Blob:
             dest = staging / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(workloads_dir / rel, dest)
-        return write_layer(staging, out, prefix=WORKLOADS_PATH, normalise=_normalise_workload)
+        return write_layer(staging, out, prefix=WORKLOADS_PATH, normalise=root_owned)
 
 
 # --------------------------------------------------------------------------- archives

@@ -15,7 +15,6 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -56,15 +55,6 @@ def key(repo: Path = REPO) -> str:
         h.update(path.relative_to(repo).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
-
-
-def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    if info.isdir():
-        info.mode = 0o755
-    elif info.isreg():
-        info.mode = 0o755 if info.mode & 0o111 else 0o644
-    return info
 
 
 def _pip_install(repo: Path, stage: Path, target: Path, log_file: Path) -> None:
@@ -122,7 +112,7 @@ def build(cache_dir: Path | None = None, log: Log = print, repo: Path = REPO) ->
                 repo / "scenarios", root / "scenarios", ignore=shutil.ignore_patterns("__pycache__")
             )
             layer = images.write_layer(
-                root, stage / "operator.tar", prefix=PREFIX, normalise=_root_owned
+                root, stage / "operator.tar", prefix=PREFIX, normalise=images.root_owned
             )
             layers = [base, workloads, layer]
             config = images.image_config(
