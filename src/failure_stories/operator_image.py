@@ -12,6 +12,7 @@ The archive is cached under a key of every input.
 from __future__ import annotations
 
 import hashlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,10 @@ from failure_stories.errors import ProviderError
 OPERATOR_IMAGE = "localhost/kfs/operator:v1"
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "opt/kfs"
-# The toolbox's python3 (Debian bookworm).
+# The toolbox's python3 and C library (Debian bookworm): pip picks compiled wheels
+# for this host, so the host must not be newer than the image on either count.
 IMAGE_PYTHON = (3, 11)
+IMAGE_GLIBC = (2, 36)
 ENTRYPOINT = ["python3", "-m", "kopf", "run", "--standalone"]
 CMD = ["--all-namespaces", "/opt/kfs/operator/redisfailover.py", "/opt/kfs/operator/gameday.py"]
 
@@ -80,14 +83,30 @@ def _pip_install(repo: Path, stage: Path, target: Path, log_file: Path) -> None:
         )
 
 
-def build(cache_dir: Path | None = None, log: Log = print, repo: Path = REPO) -> Path:
-    """The operator image archive (docker load / ctr import / kind load image-archive)."""
-    if sys.version_info[:2] != IMAGE_PYTHON:
+def check_host(python: tuple[int, ...] | None = None, libc: tuple[str, str] | None = None) -> None:
+    """Refuse a host whose wheels would not load in the toolbox (clear, one line)."""
+    python = python or tuple(sys.version_info[:2])
+    if python[:2] != IMAGE_PYTHON:
         want = ".".join(map(str, IMAGE_PYTHON))
+        have = ".".join(map(str, python[:2]))
         raise ProviderError(
             f"the operator image needs Python {want} to build (the toolbox runs {want} and "
-            f"its compiled dependencies must match); this is {sys.version.split()[0]}"
+            f"its compiled dependencies must match); this is {have}: use operator/Dockerfile"
         )
+    name, version = libc or platform.libc_ver()
+    glibc = tuple(int(x) for x in version.split(".")[:2]) if name == "glibc" and version else ()
+    if not glibc or glibc > IMAGE_GLIBC:
+        want = ".".join(map(str, IMAGE_GLIBC))
+        raise ProviderError(
+            f"the operator image needs a host with glibc {want} or older to build (its "
+            f"wheels must load on Debian bookworm); this host has {name} {version or '?'}: "
+            "use operator/Dockerfile"
+        )
+
+
+def build(cache_dir: Path | None = None, log: Log = print, repo: Path = REPO) -> Path:
+    """The operator image archive (docker load / ctr import / kind load image-archive)."""
+    check_host()
     archives = images.build_images(cache_dir, log)  # the toolbox, which it extends
     cache = cache_dir if cache_dir is not None else images.default_cache_dir()
     archive = cache / f"operator-{key(repo)[:16]}.tar"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,12 @@ def test_key_follows_every_input_and_ignores_bytecode(repo: Path) -> None:
     assert operator_image.key(repo) == first
 
 
-def test_only_the_toolbox_python_builds_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
-    with pytest.raises(ProviderError, match=r"needs Python 3\.11"):
-        operator_image.build()
+def test_only_a_host_like_the_toolbox_builds_it() -> None:
+    operator_image.check_host((3, 11), ("glibc", "2.36"))
+    operator_image.check_host((3, 11), ("glibc", "2.31"))
+    with pytest.raises(ProviderError, match=r"needs Python 3\.11.*this is 3\.12"):
+        operator_image.check_host((3, 12), ("glibc", "2.36"))
+    with pytest.raises(ProviderError, match=r"glibc 2\.36 or older.*glibc 2\.39"):
+        operator_image.check_host((3, 11), ("glibc", "2.39"))
+    with pytest.raises(ProviderError, match="musl"):
+        operator_image.check_host((3, 11), ("musl", ""))
