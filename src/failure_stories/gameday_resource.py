@@ -27,6 +27,7 @@ from typing import Any
 from croniter import croniter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from failure_stories import atomic
 from failure_stories import scenario as scenarios
 from failure_stories.errors import DefinitionError
 from failure_stories.providers.local.processes import Supervisor
@@ -143,7 +144,7 @@ class Worker:
             report_dir=str(self.dir / "report"),
             events=str(self.events_path),
         )
-        self.spec_path.write_text(json.dumps(asdict(ws), indent=2))
+        atomic.write_text(self.spec_path, json.dumps(asdict(ws), indent=2))
         argv = [sys.executable, "-m", "failure_stories.gameday_worker", str(self.spec_path)]
         self.sup.start(self.name, argv)
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failure_stories import atomic
+
 VERDICTS = ("passed", "not-reproduced", "not-fixed", "error")
 
 
@@ -120,9 +122,7 @@ def report_path(report_dir: Path, scenario_id: str) -> Path:
 def write_json(report: ScenarioReport, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_path(report_dir, report.scenario)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    tmp.replace(path)  # never leave a half-written report behind
+    atomic.write_text(path, json.dumps(report.to_json(), indent=2) + "\n")
     return path
 
 

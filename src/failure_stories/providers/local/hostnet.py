@@ -11,6 +11,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from failure_stories import atomic
 from failure_stories.errors import ProviderError
 from failure_stories.providers.base import run
 from failure_stories.providers.local import layout as L
@@ -52,7 +53,7 @@ def apply_sysctls(record: Path) -> None:
             raise ProviderError(f"sysctl {key} is missing on this kernel")
         saved.setdefault(key, path.read_text().strip())
         path.write_text(value)
-    record.write_text(json.dumps(saved))
+    atomic.write_text(record, json.dumps(saved))
 
 
 def restore_sysctls(record: Path) -> None:

@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from failure_stories import atomic
 from failure_stories.errors import ProviderError, WaitTimeout
 from failure_stories.wait import wait_for
 
@@ -99,7 +100,7 @@ class Supervisor:
                 )
             except OSError as exc:
                 raise ProviderError(f"cannot start {name} ({argv[0]}): {exc}") from exc
-        self._record_path(name).write_text(json.dumps({"pid": proc.pid, "argv": argv}))
+        atomic.write_text(self._record_path(name), json.dumps({"pid": proc.pid, "argv": argv}))
 
         # Until exec completes /proc shows the forking Python; wait so that alive()
         # is meaningful from here on. A process that dies at once is reported.
