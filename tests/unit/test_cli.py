@@ -116,3 +116,10 @@ def test_help_lists_the_commands():
     for cmd in ("list", "describe", "run", "cluster"):
         assert cmd in out.output
     assert Path("scenarios").is_dir()
+
+
+def test_operator_image_is_not_an_option_of_the_local_install():
+    done = kfs("operator", "install", "--image", "localhost:5000/kfs/operator:v1")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "--image is for kind and existing" in done.stderr
