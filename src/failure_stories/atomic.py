@@ -14,6 +14,7 @@ def write_text(path: Path, text: str) -> None:
     # A unique temporary name: two writers of the same file must not share one.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; these files were always world-readable
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)

@@ -37,3 +37,4 @@ def test_readers_never_see_a_partial_file(tmp_path: Path) -> None:
     assert not bad, f"{len(bad)} partial reads, e.g. {bad[0]!r}"
     assert json.loads(path.read_text())["n"] == 399
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temporary left
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, as before
