@@ -420,7 +420,7 @@ def _go_arch() -> str:
     return _debian_arch()
 
 
-def _run(
+def run_step(
     cmd: list[str],
     what: str,
     log_file: Path | None = None,
@@ -660,7 +660,7 @@ def build_base_layer(cache: Path, log: Log = print) -> Blob:
     try:
         # Anything touched from here on was made by this build, so gets FIXED_MTIME.
         built_since = started - 1
-        _run(cmd, "debootstrap", log_file=log_file, redact=mirror, env=_apt_proxy_env())
+        run_step(cmd, "debootstrap", log_file=log_file, redact=mirror, env=_apt_proxy_env())
         log(f"toolbox base: debootstrap took {time.time() - started:.0f}s; cleaning and packing")
         _clean_rootfs(work)
         blob = write_layer(
@@ -713,7 +713,7 @@ def _build_pause(cache: Path, images_dir: Path, log: Log) -> Path:
         root = Path(tmp) / "root"
         root.mkdir()
         binary = root / "pause"
-        _run([gcc, *PAUSE_CFLAGS, "-o", str(binary), str(source)], "gcc pause.c")
+        run_step([gcc, *PAUSE_CFLAGS, "-o", str(binary), str(source)], "gcc pause.c")
         binary.chmod(0o755)
 
         def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -804,7 +804,7 @@ def import_images(
             log(f"{ref}: already in containerd ({digest[:19]})")
             continue
         started = time.monotonic()
-        _run(
+        run_step(
             [
                 ctr,
                 "--address",
@@ -876,5 +876,5 @@ def load_into_docker(archives: dict[str, Path], log: Callable[[str], None] = pri
     """``docker load`` each archive (it reads the manifest.json they carry)."""
     docker = _require("docker", "install Docker (Debian: apt-get install docker.io)")
     for ref, archive in archives.items():
-        _run([docker, "load", "-i", str(archive)], f"docker load {archive.name}")
+        run_step([docker, "load", "-i", str(archive)], f"docker load {archive.name}")
         log(f"{ref}: loaded into docker")

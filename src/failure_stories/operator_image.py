@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -72,15 +71,7 @@ def _pip_install(repo: Path, stage: Path, target: Path, log_file: Path) -> None:
     )
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-compile"]
     cmd += ["--target", str(target), "-c", str(repo / "requirements.lock"), str(src)]
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("wb") as fh:
-        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        lines = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
-        raise ProviderError(
-            f"pip install for the operator image failed: {lines[-1] if lines else 'no output'} "
-            f"(log: {log_file})"
-        )
+    images.run_step(cmd, "pip install for the operator image", log_file=log_file)
 
 
 def check_host(python: tuple[int, ...] | None = None, libc: tuple[str, str] | None = None) -> None:
@@ -107,14 +98,13 @@ def check_host(python: tuple[int, ...] | None = None, libc: tuple[str, str] | No
 def build(cache_dir: Path | None = None, log: Log = print, repo: Path = REPO) -> Path:
     """The operator image archive (docker load / ctr import / kind load image-archive)."""
     check_host()
-    archives = images.build_images(cache_dir, log)  # the toolbox, which it extends
+    images.build_images(cache_dir, log)  # the toolbox, which this image extends
     cache = cache_dir if cache_dir is not None else images.default_cache_dir()
     archive = cache / f"operator-{key(repo)[:16]}.tar"
     with images.locked(cache):
         if archive.is_file():
             log(f"{OPERATOR_IMAGE}: cached ({archive})")
             return archive
-        assert images.TOOLBOX_IMAGE in archives
         base = images.build_base_layer(cache, log)
         with tempfile.TemporaryDirectory(dir=cache, prefix="operator-") as tmp:
             stage = Path(tmp)
