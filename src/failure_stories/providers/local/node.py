@@ -17,7 +17,7 @@ import yaml
 
 from failure_stories.errors import MissingToolError, ProviderError
 from failure_stories.providers.base import REAL_NODE_LABEL
-from failure_stories.providers.local import binaries, hostnet
+from failure_stories.providers.local import binaries, hostnet, netns_dir
 from failure_stories.providers.local import layout as L
 from failure_stories.providers.local.processes import Supervisor
 from failure_stories.wait import wait_for
@@ -197,6 +197,12 @@ state = "{RUN_DIR / "containerd"}"
         hostnet.apply_sysctls(self.dir / "sysctls.json")
         hostnet.ensure_bridge()
         hostnet.fence_routes()
+        # Before containerd pins the first pod's namespace (see netns_dir).
+        netns_dir.ensure_mount_point(self._netns_record)
+
+    @property
+    def _netns_record(self) -> Path:
+        return self.dir / "netns-dir.json"
 
     def _ensure_cgroup_root(self) -> None:
         """The kubelet wants its cgroup root to exist in every v1 hierarchy."""
@@ -286,7 +292,8 @@ state = "{RUN_DIR / "containerd"}"
         self.sup.stop("containerd")
         self._kill_shims()
         self._unmount_all()
-        self._remove_netns()
+        for problem in netns_dir.sweep(self._netns_record):
+            print(f"kfs: warning: {problem}")
         hostnet.sweep_iptables()
         hostnet.delete_bridge()
         hostnet.unfence_routes()
@@ -320,9 +327,12 @@ state = "{RUN_DIR / "containerd"}"
 
         wait_for(gone, what="containerd shims to exit", timeout=20, interval=0.2)
 
-    def mounts(self) -> list[str]:
-        """Mount points under our directories, deepest first."""
-        roots = (str(self.paths.root), str(RUN_DIR), "/run/netns/cni-", "/var/run/netns/cni-")
+    def mounts(self, netns: bool = True) -> list[str]:
+        """Mount points under our directories, deepest first; pinned pod
+        namespaces too (also ones a later mount covers) unless ``netns`` is off."""
+        roots: tuple[str, ...] = (str(self.paths.root), str(RUN_DIR))
+        if netns:
+            roots += (f"{netns_dir.NETNS_DIR}/cni-",)
         points = []
         for line in Path("/proc/self/mounts").read_text().splitlines():
             point = line.split()[1].replace("\\040", " ")
@@ -331,17 +341,10 @@ state = "{RUN_DIR / "containerd"}"
         return sorted(points, key=len, reverse=True)
 
     def _unmount_all(self) -> None:
-        for point in self.mounts():
+        for point in self.mounts(netns=False):
             done = subprocess.run(["umount", point], capture_output=True, check=False)
             if done.returncode != 0:
                 subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-    def _remove_netns(self) -> None:
-        for d in (Path("/run/netns"), Path("/var/run/netns")):
-            if d.is_dir():
-                for ns in d.glob("cni-*"):
-                    with contextlib.suppress(OSError):
-                        ns.unlink()
 
     def cgroup_dirs(self) -> list[Path]:
         return [p for p in Path("/sys/fs/cgroup").glob(f"*/{CGROUP_ROOT}") if p.is_dir()]
@@ -367,7 +370,5 @@ state = "{RUN_DIR / "containerd"}"
             "routes": hostnet.fenced_routes(),
             "iptables_chains": [f"{t}/{c}" for t, cs in hostnet.our_chains().items() for c in cs],
             "cgroups": [str(p) for p in self.cgroup_dirs()],
-            "netns": [
-                str(p) for d in ("/run/netns",) if Path(d).is_dir() for p in Path(d).glob("cni-*")
-            ],
+            "netns": netns_dir.leftovers(),
         }

@@ -1,0 +1,207 @@
+"""`/run/netns`, the directory where containerd's pod network namespaces and
+iproute2's named ones are pinned, made into what both expect before the first
+pod starts, and emptied of ours again at `down`.
+
+Why this module exists: on a new host `/run/netns` is a plain directory.
+containerd pins each pod's namespace there with a bind mount that lands on the
+root filesystem. The first `ip netns add` (an outside-world host) then sees
+that the directory is not a mount point and bind-mounts it onto itself,
+recursively. The pods' original mounts stay underneath, covered, and the
+directory entry they sit on can no longer be unlinked ("unlinkat
+/run/netns/cni-...: device or resource busy"): those pods never finish
+terminating. Long-lived machines never show it, because their `/run/netns`
+was made a mount point long ago.
+
+So `up` makes `/run/netns` a shared mount point while nothing is pinned in it,
+exactly as iproute2 would, and records that it did. `down` unmounts and removes
+our namespaces, including ones covered by a later mount, and undoes the mount
+point if it made it and nobody else has pinned anything there since.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from failure_stories import atomic
+from failure_stories.providers.base import run
+
+NETNS_DIR = Path("/run/netns")
+# containerd's CRI names its pod namespaces cni-<uuid>; ours outside hosts kfs-ext-*.
+OURS = ("cni-", "kfs-ext-")
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_id: int
+    parent_id: int
+    point: str
+    fstype: str
+    shared: bool
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """/proc/self/mountinfo, as far as this module needs it (see proc(5))."""
+    mounts = []
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 6 or not right:
+            continue
+        point = fields[4].replace("\\040", " ")
+        optional = fields[6:]
+        mounts.append(
+            Mount(
+                int(fields[0]),
+                int(fields[1]),
+                point,
+                right.split()[0],
+                any(o.startswith("shared:") for o in optional),
+            )
+        )
+    return mounts
+
+
+def _mounts() -> list[Mount]:
+    return parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+
+
+def _ours(name: str) -> bool:
+    return name.startswith(OURS)
+
+
+def covers(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
+    """The mounts of ``directory`` itself, the visible (topmost) one last."""
+    here = [m for m in mounts if m.point == directory]
+    below = {m.parent_id for m in here}
+    return sorted(here, key=lambda m: m.mount_id not in below)
+
+
+def pinned(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
+    """Namespace files of ours pinned under ``directory``, visible or covered."""
+    prefix = directory.rstrip("/") + "/"
+    return [
+        m
+        for m in mounts
+        if m.point.startswith(prefix) and m.fstype == "nsfs" and _ours(m.point[len(prefix) :])
+    ]
+
+
+def hidden(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
+    """Pinned namespaces under a later mount of ``directory``: no path reaches them.
+
+    One is reachable when its parent, past mounts stacked on the same file, is
+    the directory's visible mount (or, with no mount of the directory, when
+    nothing covers the directory at all)."""
+    top = covers(mounts, directory)
+    by_id = {m.mount_id: m for m in mounts}
+    out = []
+    for m in pinned(mounts, directory):
+        parent = by_id.get(m.parent_id)
+        while parent is not None and parent.point == m.point:
+            parent = by_id.get(parent.parent_id)
+        reachable = parent is not None and (not top or parent.mount_id == top[-1].mount_id)
+        if not reachable:
+            out.append(m)
+    return out
+
+
+def ensure_mount_point(record: Path) -> None:
+    """Make ``/run/netns`` a shared mount point before the first pod pins a namespace.
+
+    Only while nothing is pinned there: a self-bind over pinned namespaces is
+    exactly what hides them. A host that already has the mount point keeps it."""
+    created_dir = not NETNS_DIR.exists()
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    mounts = _mounts()
+    if covers(mounts):
+        if not covers(mounts)[-1].shared:
+            run(["mount", "--make-shared", str(NETNS_DIR)])
+        return
+    if pinned(mounts):
+        return  # pods of a cluster started before this fix: `down` sweeps them
+    run(["mount", "--bind", str(NETNS_DIR), str(NETNS_DIR)])
+    run(["mount", "--make-shared", str(NETNS_DIR)])
+    atomic.write_text(record, json.dumps({"mounted": True, "created_dir": created_dir}))
+
+
+def _unmount(point: str) -> None:
+    """Take the topmost mount off ``point``; detach it lazily if it is busy."""
+    before = _mount_count(point)
+    run(["umount", point], check=False, timeout=30)
+    if _mount_count(point) == before:
+        run(["umount", "-l", point], check=False, timeout=30)
+
+
+def _mount_count(point: str) -> int:
+    return sum(m.point == point for m in _mounts())
+
+
+def _foreign_entries() -> list[str]:
+    with contextlib.suppress(FileNotFoundError):
+        return sorted(p.name for p in NETNS_DIR.iterdir() if not _ours(p.name))
+    return []
+
+
+def sweep(record: Path, names: tuple[str, ...] = ("cni-",)) -> list[str]:
+    """Unpin and remove our namespaces under ``/run/netns``, covered ones too.
+
+    Returns what could not be removed, one line each, with what to do about it.
+    ``names`` are the prefixes swept here (outside hosts go through iproute2)."""
+    problems: list[str] = []
+    # Visible ones first: unmount each path until nothing is mounted on it.
+    for _ in range(8):
+        visible = [m for m in pinned(_mounts()) if m not in hidden(_mounts())]
+        visible = [m for m in visible if Path(m.point).name.startswith(names)]
+        if not visible:
+            break
+        for m in visible:
+            _unmount(m.point)
+    covered = hidden(_mounts())
+    if covered:
+        foreign = _foreign_entries()
+        if foreign:
+            problems.append(
+                f"{len(covered)} pod network namespaces are covered by a later mount of "
+                f"{NETNS_DIR}, which also holds {', '.join(foreign[:5])}: stop what uses those, "
+                f"then `umount {NETNS_DIR}` and run `kfs cluster down` again"
+            )
+        else:
+            # The cover holds nothing but ours: take it away to reach what it hides.
+            for _ in range(len(covers(_mounts()))):
+                if not hidden(_mounts()):
+                    break
+                _unmount(str(NETNS_DIR))
+                for m in pinned(_mounts()):
+                    if m not in hidden(_mounts()):
+                        _unmount(m.point)
+    for entry in NETNS_DIR.glob("*") if NETNS_DIR.is_dir() else []:
+        if entry.name.startswith(names) and not _mount_count(str(entry)):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    release(record)
+    return problems
+
+
+def release(record: Path) -> None:
+    """Undo ``ensure_mount_point`` if it did something and nothing else is there now."""
+    if not record.exists():
+        return
+    made = json.loads(record.read_text())
+    if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
+        if made.get("mounted") and covers(_mounts()):
+            _unmount(str(NETNS_DIR))
+        if made.get("created_dir") and not covers(_mounts()):
+            with contextlib.suppress(OSError):
+                NETNS_DIR.rmdir()
+    record.unlink()
+
+
+def leftovers() -> list[str]:
+    """Our namespaces still pinned or present under ``/run/netns``."""
+    out = {m.point for m in pinned(_mounts())}
+    if NETNS_DIR.is_dir():
+        out |= {str(p) for p in NETNS_DIR.glob("cni-*")}
+    return sorted(out)

@@ -1,0 +1,91 @@
+"""Runs inside a private mount namespace whose /run/netns is a plain directory,
+as on a new machine: brings the local cluster up, starts a pod on the real node,
+creates an outside host (`ip netns add`), deletes the pod, and reports as JSON
+whether the pod and its network namespace went away and what `down` left.
+
+`--without-fix` leaves /run/netns as it is (the order that broke new machines),
+so the test can show that it catches the bug. Used by test_zz_lifecycle.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from failure_stories import netns
+from failure_stories.errors import WaitTimeout
+from failure_stories.images import TOOLBOX_IMAGE
+from failure_stories.providers.base import REAL_NODE_LABEL
+from failure_stories.providers.local import LocalProvider, netns_dir
+from failure_stories.wait import wait_for
+
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "pinned"},
+    "spec": {
+        "nodeSelector": {REAL_NODE_LABEL: "true"},
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {
+                "name": "main",
+                "image": TOOLBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+            }
+        ],
+    },
+}
+
+
+def pod_namespaces() -> set[str]:
+    return {m.point for m in netns_dir.pinned(netns_dir._mounts()) if "/cni-" in m.point}
+
+
+def main() -> int:
+    if "--without-fix" in sys.argv:
+        netns_dir.ensure_mount_point = lambda record: None  # type: ignore[assignment]
+    out: dict[str, Any] = {"netns_dir_was_mount_point": bool(netns_dir.covers(netns_dir._mounts()))}
+    provider = LocalProvider()
+    provider.up()
+    kube = provider.kube()
+    ns = kube.create_namespace("netns-order")
+    before = pod_namespaces()
+    kube.apply([POD], ns)
+    kube.wait_pod_running(ns, "pinned", timeout=120)
+    mine = pod_namespaces() - before
+    out["pod_namespaces"] = sorted(mine)
+    outside = netns.create("203.0.113.0/24")
+    out["netns_dir_mount_point_after_outside_host"] = bool(netns_dir.covers(netns_dir._mounts()))
+    t0 = time.monotonic()
+    kube.core.delete_namespaced_pod("pinned", ns)
+
+    def pod_gone() -> bool:
+        try:
+            kube.core.read_namespaced_pod("pinned", ns)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    try:
+        wait_for(
+            lambda: pod_gone() and not (mine & pod_namespaces()), what="pod and netns", timeout=45
+        )
+        out["pod_and_netns_gone_seconds"] = round(time.monotonic() - t0, 1)
+    except WaitTimeout:
+        out["pod_and_netns_gone_seconds"] = None
+    out["pod_gone"] = pod_gone()
+    out["hidden_after_delete"] = len(netns_dir.hidden(netns_dir._mounts()))
+    outside.delete()
+    provider.down()
+    out["leftovers"] = {k: v for k, v in provider.node.leftovers().items() if v}
+    out["netns_dir_mount_point_after_down"] = bool(netns_dir.covers(netns_dir._mounts()))
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""/run/netns: covered pod namespaces are recognised, the mount point is made
+before the first pin, and `down` frees namespaces that a later mount covered.
+
+The host-level tests run in a private mount namespace (`unshare -m`), where
+/run/netns can be returned to a new machine's plain directory without
+touching the host's."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from failure_stories.providers.local import netns_dir
+
+# Read off this machine after a pod namespace was pinned on a plain /run/netns
+# and `ip netns add` then bind-mounted the directory onto itself (ids 66-69).
+COVERED = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+66 27 0:4 net:[4026532179] /run/netns/cni-1f2e rw - nsfs nsfs rw
+67 27 254:0 /run/netns /run/netns rw,relatime shared:1 - ext4 /dev/vda rw
+68 67 0:4 net:[4026532179] /run/netns/cni-1f2e rw shared:2 - nsfs nsfs rw
+69 67 0:4 net:[4026532248] /run/netns/kfs-ext-ab12cd rw shared:3 - nsfs nsfs rw
+70 67 0:4 net:[4026532300] /run/netns/someone-else rw shared:4 - nsfs nsfs rw
+"""
+
+
+def test_mountinfo_is_parsed_with_propagation():
+    mounts = netns_dir.parse_mountinfo(COVERED)
+    assert [m.mount_id for m in mounts] == [27, 66, 67, 68, 69, 70]
+    cover = mounts[2]
+    assert (cover.point, cover.fstype, cover.shared) == ("/run/netns", "ext4", True)
+    assert mounts[1].fstype == "nsfs" and not mounts[1].shared
+
+
+def test_the_namespace_pinned_before_the_self_bind_is_hidden_and_its_copy_is_not():
+    mounts = netns_dir.parse_mountinfo(COVERED)
+    assert [m.mount_id for m in netns_dir.covers(mounts)] == [67]
+    # Ours only: someone-else is neither pinned by us nor ours to sweep.
+    assert [m.mount_id for m in netns_dir.pinned(mounts)] == [66, 68, 69]
+    assert [m.mount_id for m in netns_dir.hidden(mounts)] == [66]
+
+
+def test_without_a_cover_nothing_is_hidden_even_when_stacked():
+    text = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+66 27 0:4 net:[1] /run/netns/cni-a rw - nsfs nsfs rw
+71 66 0:4 net:[1] /run/netns/cni-a rw - nsfs nsfs rw
+"""
+    mounts = netns_dir.parse_mountinfo(text)
+    assert netns_dir.covers(mounts) == []
+    assert netns_dir.hidden(mounts) == []
+
+
+def test_the_visible_cover_is_the_one_on_top():
+    text = """\
+27 1 254:0 / / rw - ext4 /dev/vda rw
+80 27 254:0 /run/netns /run/netns rw shared:1 - ext4 /dev/vda rw
+81 80 0:4 net:[1] /run/netns/cni-a rw shared:2 - nsfs nsfs rw
+90 80 254:0 /run/netns /run/netns rw shared:3 - ext4 /dev/vda rw
+91 90 0:4 net:[2] /run/netns/cni-b rw shared:4 - nsfs nsfs rw
+"""
+    mounts = netns_dir.parse_mountinfo(text)
+    assert [m.mount_id for m in netns_dir.covers(mounts)] == [80, 90]
+    assert [m.mount_id for m in netns_dir.hidden(mounts)] == [81]
+
+
+# -- on the host's kernel, in a private mount namespace -----------------------------
+
+needs_root_tools = pytest.mark.skipif(
+    shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs util-linux unshare and iproute2 (run `make setup`)",
+)
+
+
+def _in_private_mount_namespace(body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` (Python) where /run/netns is a plain, empty directory again.
+
+    A tmpfs on /run/netns would be a mount point; a fresh directory bound over
+    /run is not, and gives the test its own /run/netns as a new host has it."""
+    run_dir = tmp_path / "run"
+    (run_dir / "netns").mkdir(parents=True)
+    script = tmp_path / "body.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import subprocess, time
+            from pathlib import Path
+            from failure_stories.providers.local import netns_dir
+
+            def pin(name):
+                # containerd's way: a bind mount of a new namespace onto a file.
+                holder = subprocess.Popen(["unshare", "-n", "sleep", "60"])
+                time.sleep(0.2)
+                path = netns_dir.NETNS_DIR / name
+                path.touch()
+                subprocess.run(["mount", "--bind", f"/proc/{holder.pid}/ns/net", str(path)],
+                               check=True)
+                holder.kill()
+                return path
+
+            def unpin(path):
+                subprocess.run(["umount", str(path)], check=True)
+                path.unlink()  # containerd's unlinkat: EBUSY when covered
+            """
+        )
+        + textwrap.dedent(body)
+    )
+    # umount -R of anything under /run/netns first would still be the host's view;
+    # binding a fresh directory over /run inside the namespace is enough.
+    shell = f"mount --bind {run_dir} /run && exec {sys.executable} {script}"
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", shell],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@needs_root_tools
+def test_a_fresh_host_order_hides_a_pod_namespace_unless_the_mount_point_comes_first(tmp_path):
+    done = _in_private_mount_namespace(
+        """
+        record = Path("/tmp/kfs-netns-record.json")
+        # Today's order on a new host: pod first, then an outside host.
+        pod = pin("cni-old-order")
+        subprocess.run(["ip", "netns", "add", "kfs-ext-test01"], check=True)
+        try:
+            unpin(pod)
+            print("old order: unlinked")
+        except OSError as exc:
+            print(f"old order: {exc.strerror}")
+        print("hidden:", len(netns_dir.hidden(netns_dir._mounts())))
+        subprocess.run(["ip", "netns", "delete", "kfs-ext-test01"], check=True)
+        # down's sweep reaches the covered one and leaves the directory empty.
+        print("problems:", netns_dir.sweep(record))
+        print("left:", netns_dir.leftovers(), sorted(p.name for p in netns_dir.NETNS_DIR.iterdir()))
+        # The fix: the mount point first, then the same order unpins cleanly.
+        netns_dir.ensure_mount_point(record)
+        pod = pin("cni-new-order")
+        subprocess.run(["ip", "netns", "add", "kfs-ext-test02"], check=True)
+        unpin(pod)
+        print("new order: unlinked")
+        subprocess.run(["ip", "netns", "delete", "kfs-ext-test02"], check=True)
+        netns_dir.sweep(record)
+        print("after down:", netns_dir.covers(netns_dir._mounts()), record.exists())
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "old order: Device or resource busy" in out
+    assert "hidden: 1" in out
+    assert "problems: []" in out
+    assert "left: [] []" in out
+    assert "new order: unlinked" in out
+    # The mount point the fix made is undone once nothing is pinned there.
+    assert "after down: [] False" in out
+
+
+@needs_root_tools
+def test_sweep_leaves_a_cover_alone_when_someone_else_has_a_namespace_there(tmp_path):
+    done = _in_private_mount_namespace(
+        """
+        record = Path("/tmp/kfs-netns-record2.json")
+        pod = pin("cni-covered")
+        subprocess.run(["ip", "netns", "add", "not-ours"], check=True)
+        problems = netns_dir.sweep(record)
+        print("problems:", len(problems), problems[0] if problems else "")
+        print("not-ours kept:", (netns_dir.NETNS_DIR / "not-ours").exists())
+        subprocess.run(["ip", "netns", "delete", "not-ours"], check=True)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert any(
+        line.startswith("problems: 1 1 pod network namespaces are covered") and "not-ours" in line
+        for line in out
+    ), out
+    assert "not-ours kept: True" in out
