@@ -109,15 +109,20 @@ class LocalProvider(Provider):
         for name in self.sup.names():
             if name not in (*controlplane.component_names(), *RealNode.COMPONENTS):
                 self.sup.stop(name)
+        # No run outlives its cluster: outside hosts a killed run left go too,
+        # before the node sweeps /run/netns, where they are pinned.
+        netns.sweep()
         self.node.stop()
         controlplane.stop(self.sup)
         for name in self.sup.names():  # anything a newer version of us started
             self.sup.stop(name)
-        # No run outlives its cluster: outside hosts a killed run left go too.
-        netns.sweep()
         self._kube = None
         if self.paths.root.exists():
             shutil.rmtree(self.paths.root)
+        if self.paths.root == L.DEFAULT_STATE:
+            # /var/lib/kfs was ours too: a new machine has none.
+            with contextlib.suppress(OSError):
+                self.paths.root.parent.rmdir()
 
     def load_images(self, archives: dict[str, Path]) -> None:
         self.node.import_images(archives)

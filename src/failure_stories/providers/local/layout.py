@@ -38,13 +38,16 @@ NODE_MONITOR_PERIOD = "1s"
 NODE_LEASE_SECONDS = 4  # renewed every quarter of this by kubelet and kwok
 
 
+DEFAULT_STATE = Path("/var/lib/kfs/local")
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path
 
     @classmethod
     def default(cls) -> Paths:
-        return cls(Path(os.environ.get("KFS_STATE", "/var/lib/kfs/local")))
+        return cls(Path(os.environ.get("KFS_STATE", str(DEFAULT_STATE))))
 
     @property
     def pki(self) -> Path:
