@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from failure_stories.errors import MissingToolError, ProviderError
@@ -65,20 +69,84 @@ def ensure(build: bool = True) -> None:
         )
     if any(c in K8S_COMMANDS for c in todo):
         script = REPO / "build" / "k8s" / "build.sh"
-        _run([str(script), str(k8s_dir())], "build Kubernetes components")
+        _run([str(script), str(k8s_dir())], "build Kubernetes components", log_name="k8s")
     for command, (module, version) in GO_INSTALLS.items():
         if command in todo:
             _run(
                 ["go", "install", f"{module}@{version}"],
                 f"install {command}",
                 env={"GOBIN": str(path(command).parent)},
+                log_name=command,
             )
 
 
-def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(
-        argv, env={**os.environ, **(env or {})}, check=False, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        last = (done.stderr or done.stdout).strip().splitlines()
-        raise ProviderError(f"could not {what}: {last[-1] if last else done.returncode}")
+def log_path(name: str) -> Path:
+    return cache_dir() / "logs" / f"build-{name}.log"
+
+
+def current_step(log_text: str, default: str) -> str:
+    """The last "building NAME (i/n)" line build.sh printed, or ``default``."""
+    for line in reversed(log_text.splitlines()):
+        if line.startswith("building ") and line.endswith(")"):
+            return line[len("building ") :]
+    return default
+
+
+def _run(
+    argv: list[str],
+    what: str,
+    log_name: str,
+    env: dict[str, str] | None = None,
+    say: Callable[[str], None] | None = None,
+    every: float | None = None,
+) -> None:
+    """Run a long build with its output in a log, saying what it is doing meanwhile.
+
+    A build of many minutes must not look hung: a line every few seconds on a
+    terminal (rewritten in place), every 30 s otherwise, so CI logs show it too."""
+    log = log_path(log_name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    tty = sys.stderr.isatty()
+    if say is None:
+        say = (
+            (lambda m: print(f"\r\033[K{m}", end="", file=sys.stderr, flush=True))
+            if tty
+            else (lambda m: print(m, file=sys.stderr, flush=True))
+        )
+    every = every if every is not None else (5.0 if tty else 30.0)
+    start = time.monotonic()
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(every):
+            doing = current_step(log.read_text(errors="replace"), log_name)
+            say(f"prepare: {what}: {doing}, {_clock(time.monotonic() - start)} so far (log: {log})")
+
+    print(f"prepare: {what} (log: {log})", file=sys.stderr, flush=True)
+    reporter = threading.Thread(target=report, daemon=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+        )
+        reporter.start()
+        try:
+            code = proc.wait()
+        finally:
+            stop.set()
+            reporter.join()
+            if proc.poll() is None:
+                proc.kill()
+    if tty:
+        print(file=sys.stderr)
+    took = _clock(time.monotonic() - start)
+    if code != 0:
+        last = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        raise ProviderError(
+            f"could not {what} after {took}: {last[-1] if last else code} (log: {log})"
+        )
+    print(f"prepare: {what}: done in {took}", file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
