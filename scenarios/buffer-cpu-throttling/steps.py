@@ -40,8 +40,14 @@ def _cpu_stat(ctx: RunContext, pod: Any) -> dict[str, int]:
 
 
 def _load(ctx: RunContext, label: str) -> dict[str, float]:
-    """Drive the service for a fixed time and read its cgroup before and after."""
+    """One measuring window, judged only if the node had CPU to spare meanwhile:
+    on a node that other work keeps busy, latency says nothing about the limit."""
     pod = _api_pod(ctx)
+    return ctx.quiet_window(pod.spec.node_name, lambda: _window(ctx, pod, label))
+
+
+def _window(ctx: RunContext, pod: Any, label: str) -> dict[str, float]:
+    """Drive the service for a fixed time and read its cgroup before and after."""
     ip = ctx.kube.core.read_namespaced_service("api", ctx.namespace).spec.cluster_ip
     before, t0 = _cpu_stat(ctx, pod), time.monotonic()
     code, out, err = ctx.kube.exec(

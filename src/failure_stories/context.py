@@ -6,13 +6,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from failure_stories import node_cpu
 from failure_stories.kube import Kube, render
 
 if TYPE_CHECKING:
     from failure_stories.providers.base import Provider
     from failure_stories.scenario import Scenario
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,3 +71,31 @@ class RunContext:
         self.series.setdefault(series, []).append(
             [round(time.monotonic() - self.started, 3), float(value)]
         )
+
+    def quiet_window(self, node: str, measure: Callable[[], T]) -> T:
+        """Run the measuring window ``measure`` and keep it only if ``node`` had
+        the story's ``min_idle_cpu`` to spare meanwhile (see node_cpu).
+
+        Records ``node_idle_cpu_ratio``; a window too busy to judge is forgotten
+        (its series points and measurements) and measured again, and a node
+        that stays busy ends the phase in NodeTooBusyError."""
+        need = self.scenario.meta.min_idle_cpu
+        if need <= 0:
+            return measure()
+        lengths = {name: len(points) for name, points in self.series.items()}
+        pending = dict(self._pending)
+
+        def discard() -> None:
+            for name in list(self.series):
+                if name in lengths:
+                    del self.series[name][lengths[name] :]
+                else:
+                    del self.series[name]
+            self._pending = dict(pending)
+
+        def sample() -> node_cpu.CpuTimes:
+            return node_cpu.parse_proc_stat(self.provider.node_exec(node, ["cat", "/proc/stat"]))
+
+        result, idle = node_cpu.quiet_window(sample, measure, need, log=self.log, discard=discard)
+        self.measure("node_idle_cpu_ratio", round(idle, 3))
+        return result

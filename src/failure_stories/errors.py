@@ -7,6 +7,7 @@
     ├── RunError                 something failed while running
     │   ├── TransientError       a retry may help (API hiccup, not ready yet)
     │   ├── WaitTimeout          a condition was not reached in time
+    │   ├── NodeTooBusyError     too little idle CPU to judge a timing measurement
     │   └── PermanentError       a retry will not help
     │       ├── MissingToolError
     │       ├── ClusterUnreachableError
@@ -47,6 +48,12 @@ class RunError(KfsError):
 
 class TransientError(RunError):
     """A retry may succeed."""
+
+
+class NodeTooBusyError(RunError):
+    """Other work kept the node's CPUs too busy for the numbers to be judged:
+    the verdict is `error` (cannot judge), never one about the story. Not a
+    TransientError: the window was already measured again before this is raised."""
 
 
 class WaitTimeout(RunError):

@@ -102,6 +102,10 @@ class ScenarioMeta:
     # Seconds the story's physics imposes (grace periods, load durations, CFS
     # periods): the floor under its wall time, for the suite's own benchmark.
     physics_seconds: float = 0.0
+    # The least share of the node's CPU that must be idle while a measuring
+    # window runs for its numbers to be judged (0: the story does not depend on
+    # spare CPU). Steps measure through RunContext.quiet_window; see node_cpu.
+    min_idle_cpu: float = 0.0
     # What each phase changes, in words an SRE can approve before a game day;
     # `kfs run --dry-run` prints it with the objects of every manifest it names.
     plan: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -205,6 +209,7 @@ def load_meta(path: Path) -> ScenarioMeta:
         root_cause=str(raw.get("root_cause", "")).strip(),
         takeaways=tuple(raw.get("takeaways", ())),
         physics_seconds=float(raw.get("physics_seconds", 0)),
+        min_idle_cpu=_ratio(file, "min_idle_cpu", raw.get("min_idle_cpu", 0)),
         plan=_plan(file, raw.get("plan") or {}),
     )
 
@@ -217,6 +222,16 @@ def _node_locks(file: Path, raw: Any) -> tuple[str, ...]:
             f"{file}: node_locks must be a list of lower-case names like simulated-nodes"
         )
     return tuple(sorted(set(raw)))
+
+
+def _ratio(file: Path, key: str, raw: Any) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value < 1:
+        raise ScenarioDefinitionError(f"{file}: {key} must be a number from 0 to below 1, e.g. 0.5")
+    return value
 
 
 def _plan(file: Path, raw: Any) -> dict[str, tuple[str, ...]]:
