@@ -42,10 +42,15 @@ run: setup
 test-unit: venv
 	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
 
+# The end-to-end tests start where a new user starts: no cluster, no state
+# directories, no lock records (build caches are kept; KFS_CACHE=$$(mktemp -d)
+# makes even those cold).
 test-e2e: setup
+	$(KFS) cluster reset
 	.venv/bin/pytest tests/e2e scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 
 test: setup lint
+	$(KFS) cluster reset
 	.venv/bin/pytest tests scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 
 bench: setup

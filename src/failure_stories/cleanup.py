@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories import netns
 from failure_stories.errors import KfsError
 from failure_stories.kube import KFS, MANAGED_BY, RUN_LABEL
-from failure_stories.locks import held, run_active, sweep_run_locks
+from failure_stories.locks import held, remove_all, run_active, sweep_run_locks
 from failure_stories.providers.base import Provider
 
 # Cluster-scoped kinds a scenario may create (admission policies, CRDs...).
@@ -70,4 +70,16 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
             done.append(f"removed {name}")
         for name in netns.sweep():
             done.append(f"deleted outside host {name}")
+    return done
+
+
+def reset(provider: Provider) -> list[str]:
+    """`kfs cluster reset`: the cluster down, then the lock records of every run
+    gone, so the host holds nothing of kfs but its build caches - what a new
+    machine has. Refused while another kfs process holds a lock."""
+    provider.down()
+    done = [f"{provider.name} cluster deleted with its state"]
+    removed = remove_all()
+    if removed:
+        done.append(f"removed {len(removed)} lock records")
     return done

@@ -422,6 +422,17 @@ def down(provider: str) -> None:
 
 @cluster.command()
 @provider_option
+def reset(provider: str) -> None:
+    """Delete the cluster, its state and every run's lock records: the host as a
+    new machine has it, build caches kept. `make test` starts from here."""
+    from failure_stories.cleanup import reset as reset_host
+
+    for line in reset_host(get_provider(provider)):
+        console.print(line)
+
+
+@cluster.command()
+@provider_option
 @context_option
 def status(provider: str, context: str | None) -> None:
     """Show the nodes and the kubeconfig path."""

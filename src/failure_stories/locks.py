@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
+from failure_stories.errors import GuardRefusedError
 from failure_stories.wait import wait_for
 
 
@@ -87,3 +88,29 @@ def sweep_run_locks(namespaces: Collection[str] | None = None) -> list[str]:
             path.unlink(missing_ok=True)
             swept.append(namespace)
     return swept
+
+
+def remove_all() -> list[str]:
+    """Delete every lock file and the lock directory, if no process holds a lock.
+
+    Refuses (GuardRefusedError, nothing removed) while any kfs process is running:
+    its lock is the only sign another run or cluster change is in progress."""
+    directory = lock_dir()
+    paths = sorted(directory.glob("*.lock")) if directory.is_dir() else []
+    fds = []
+    try:
+        for path in paths:
+            fd = _try_lock(path)
+            if fd is None:
+                raise GuardRefusedError(
+                    f"a kfs process holds {path.name}: let it finish (or stop it), then retry"
+                )
+            fds.append(fd)
+        for path in paths:
+            path.unlink(missing_ok=True)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+    return [str(p) for p in paths]
