@@ -8,6 +8,7 @@
 - A node resource a fault takes over (the simulated nodes, the outside
   network) has its own lock, held exclusively: such runs take turns.
 Locks are flock()s: the kernel releases them when a process dies, even on SIGKILL.
+Their files go with the cluster (`down`), so a new machine's state is restored.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ def _try_lock(path: Path, shared: bool = False) -> int | None:
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
+        os.close(fd)
+        return None
+    # Lock files are removed (a finished run's, all of them at `down`): a lock
+    # taken on a file unlinked meanwhile guards nothing, so it counts as not yet.
+    try:
+        current = os.stat(path).st_ino
+    except FileNotFoundError:
+        current = None
+    if current != os.fstat(fd).st_ino:
         os.close(fd)
         return None
     return fd
@@ -90,27 +100,31 @@ def sweep_run_locks(namespaces: Collection[str] | None = None) -> list[str]:
     return swept
 
 
-def remove_all() -> list[str]:
-    """Delete every lock file and the lock directory, if no process holds a lock.
+def remove_all(strict: bool = True) -> list[str]:
+    """Delete the lock files no process holds, and the lock directory if empty.
 
-    Refuses (GuardRefusedError, nothing removed) while any kfs process is running:
-    its lock is the only sign another run or cluster change is in progress."""
+    ``strict``: refuse (GuardRefusedError, nothing removed) if any lock is held,
+    since a held lock is the only sign that another run or cluster change is in
+    progress; otherwise held ones are simply kept. Returns the files removed."""
     directory = lock_dir()
     paths = sorted(directory.glob("*.lock")) if directory.is_dir() else []
-    fds = []
+    fds: dict[Path, int] = {}
     try:
         for path in paths:
             fd = _try_lock(path)
-            if fd is None:
+            if fd is not None:
+                fds[path] = fd
+            elif strict:
                 raise GuardRefusedError(
                     f"a kfs process holds {path.name}: let it finish (or stop it), then retry"
                 )
-            fds.append(fd)
-        for path in paths:
+        # Unlinked while we hold them: a process that opened one meanwhile
+        # sees it was unlinked once it gets it (see _try_lock) and tries again.
+        for path in fds:
             path.unlink(missing_ok=True)
     finally:
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)
-    if directory.is_dir() and not any(directory.iterdir()):
-        directory.rmdir()
-    return [str(p) for p in paths]
+    with contextlib.suppress(OSError):
+        directory.rmdir()  # only if empty
+    return [str(p) for p in fds]

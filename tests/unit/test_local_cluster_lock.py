@@ -3,6 +3,7 @@ warm cluster only check it, together."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -73,3 +74,42 @@ def test_runs_on_a_warm_cluster_check_it_together(
     _both(provider.up, provider.up)
     assert [s[0] for s in rec.spans] == ["up warm=True"] * 2
     assert rec.overlapped()
+
+
+def test_down_leaves_no_lock_records_and_keeps_held_ones(
+    provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from failure_stories import locks
+
+    monkeypatch.setattr(provider, "_down", lambda: None)
+    with locks.held("run-kfs-other-abc123", "another run"):
+        with locks.held("node", "x", shared=True):
+            pass
+        provider.down()
+        assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == [
+            "run-kfs-other-abc123.lock"
+        ]
+    provider.down()
+    assert not (tmp_path / "locks").exists()
+
+
+def test_a_lock_on_a_file_removed_meanwhile_is_not_held(tmp_path: Path, monkeypatch):
+    """`down` unlinks lock files; one unlinked between a waiter's open and its
+    flock must not count as held, or two processes would both hold the lock."""
+    from failure_stories import locks
+
+    monkeypatch.setenv("KFS_LOCK_DIR", str(tmp_path / "locks"))
+    path = tmp_path / "locks" / "node.lock"
+    real_open = os.open
+
+    def open_then_removed(name, flags, mode=0o777):
+        fd = real_open(name, flags, mode)
+        os.unlink(name)  # what a `down` did right then
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_removed)
+    assert locks._try_lock(path) is None
+    monkeypatch.setattr(os, "open", real_open)
+    fd = locks._try_lock(path)
+    assert fd is not None and os.fstat(fd).st_ino == os.stat(path).st_ino
+    os.close(fd)

@@ -98,6 +98,8 @@ class LocalProvider(Provider):
     def down(self) -> None:
         with self._cluster_lock():
             self._down()
+        # Lock records of runs and of the cluster itself: a new machine has none.
+        locks.remove_all(strict=False)
 
     def _down(self) -> None:
         # GameDay runs and host processes others started (an operator) first,
