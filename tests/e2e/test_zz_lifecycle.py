@@ -101,6 +101,7 @@ def test_fresh_host_order_with_the_fix_frees_the_pod_and_its_namespace():
     assert out["leftovers"] == {}
     # The mount point `up` made is undone by `down`: the host ends as it began.
     assert out["netns_dir_mount_point_after_down"] is False
+    assert out["netns_dir_left_by_down"] is False
 
 
 def test_up_after_the_fresh_host_runs_works():
