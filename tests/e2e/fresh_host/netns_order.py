@@ -48,6 +48,7 @@ def pod_namespaces() -> set[str]:
 def main() -> int:
     if "--without-fix" in sys.argv:
         netns_dir.ensure_mount_point = lambda record: None  # type: ignore[assignment]
+    existed = netns_dir.NETNS_DIR.exists()
     out: dict[str, Any] = {"netns_dir_was_mount_point": bool(netns_dir.covers(netns_dir._mounts()))}
     provider = LocalProvider()
     provider.up()
