@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import operator
 import os
 import re
@@ -139,12 +140,45 @@ class Scenario:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
+            check_steps(self.id, module)
             self._module = module
         return self._module
 
     def step(self, phase: str) -> StepFn | None:
         fn = getattr(self.steps(), phase.replace("-", "_"), None)
         return fn if callable(fn) else None
+
+
+# The functions steps.py may define for phases, and the ones it must.
+STEP_FUNCTIONS = tuple(p.replace("-", "_") for p in PHASES)
+REQUIRED_STEPS = ("symptom", "verify")
+
+
+def check_steps(scenario_id: str, module: ModuleType) -> None:
+    """Refuse a steps.py that would silently skip a phase: a required step
+    missing, or a function whose name is a near miss of a phase's (``sympton``,
+    ``steadystate``, ``mitigation``), which the runner would never call."""
+    functions = {
+        name
+        for name, obj in vars(module).items()
+        if inspect.isfunction(obj) and obj.__module__ == module.__name__
+    }
+    where = f"{scenario_id}: steps.py"
+    missing = [name for name in REQUIRED_STEPS if name not in functions]
+    if missing:
+        raise ScenarioDefinitionError(
+            f"{where} defines no {', '.join(missing)} function: a story must measure "
+            "its symptom and its fix, or it proves nothing"
+        )
+    for name in sorted(functions - set(STEP_FUNCTIONS)):
+        if name.startswith("_"):
+            continue
+        close = difflib.get_close_matches(name, STEP_FUNCTIONS, n=1, cutoff=0.7)
+        if close:
+            raise ScenarioDefinitionError(
+                f"{where} defines {name}(), which is no phase and would never run: "
+                f"rename it {close[0]}(), or start it with _ if it is a helper"
+            )
 
 
 _REQUIRED = (

@@ -111,13 +111,20 @@ def test_sigint_in_a_phase_runs_teardown_then_reraises(make_scenario, provider, 
 
 def test_sigterm_is_handled_like_ctrl_c(make_scenario, provider, tmp_path):
     extra = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
-    with pytest.raises(Interrupted, match="SIGTERM"):
-        run(make_scenario, provider, tmp_path, inject_extra=extra)
-    assert (tmp_path / "log.txt").read_text().split()[-1] == "undo-setup"
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
-        signal.getsignal(signal.SIGTERM)
-    )
-    assert os.getpid() > 0
+
+    def before(_signum: int, _frame: object) -> None:  # the caller's own handler
+        raise AssertionError("the runner's handler should have caught SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            run(make_scenario, provider, tmp_path, inject_extra=extra)
+        assert (tmp_path / "log.txt").read_text().split()[-1] == "undo-setup"
+        # Teardown ran, and the handler the caller had is back in place.
+        assert signal.getsignal(signal.SIGTERM) is before
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_missing_measurement_is_an_error_not_a_pass(make_scenario, provider, tmp_path):

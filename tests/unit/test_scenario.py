@@ -55,3 +55,49 @@ def test_the_shipped_scenarios_are_well_formed():
         # A dry run must be able to show what the fault and the fix change.
         assert s.meta.plan.get("setup") and s.meta.plan.get("mitigate"), s.id
         assert s.meta.plan.get("inject") or s.meta.plan.get("symptom"), s.id
+
+
+def _load_steps(make_scenario, steps: str):
+    folder = make_scenario(steps)
+    return scenarios.get("test-story", folder.parent)
+
+
+@pytest.mark.parametrize(
+    ("misspelled", "phase"),
+    [("sympton", "symptom"), ("steadystate", "steady_state"), ("mitigation", "mitigate")],
+)
+def test_a_misspelled_phase_function_is_refused_when_steps_load(make_scenario, misspelled, phase):
+    story = _load_steps(
+        make_scenario,
+        f"""
+        def symptom(ctx): return {{}}
+        def verify(ctx): return {{}}
+        def {misspelled}(ctx): return {{}}
+        """,
+    )
+    with pytest.raises(ScenarioDefinitionError) as err:
+        story.step("setup")
+    assert str(err.value) == (
+        f"test-story: steps.py defines {misspelled}(), which is no phase and would never "
+        f"run: rename it {phase}(), or start it with _ if it is a helper"
+    )
+
+
+def test_steps_without_symptom_or_verify_are_refused(make_scenario):
+    story = _load_steps(make_scenario, "def setup(ctx): pass\ndef symptom(ctx): return {}\n")
+    with pytest.raises(ScenarioDefinitionError, match="defines no verify function"):
+        story.step("setup")
+
+
+def test_helpers_and_imported_functions_are_not_taken_for_phases(make_scenario):
+    story = _load_steps(
+        make_scenario,
+        """
+        from os.path import join as setup_path
+        def symptom(ctx): return {}
+        def verify(ctx): return {}
+        def _verify_once(ctx): return {}
+        def parse_ps(text): return []
+        """,
+    )
+    assert story.step("symptom") is not None and story.step("setup") is None
