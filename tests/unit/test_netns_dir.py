@@ -110,9 +110,12 @@ def _in_private_mount_namespace(body: str, tmp_path: Path) -> subprocess.Complet
         )
         + textwrap.dedent(body)
     )
-    # umount -R of anything under /run/netns first would still be the host's view;
-    # binding a fresh directory over /run inside the namespace is enough.
-    shell = f"mount --bind {run_dir} /run && exec {sys.executable} {script}"
+    # The host's own /run/netns mount (a running cluster's pods pinned in it)
+    # comes off first, in this namespace only; then a fresh /run.
+    shell = (
+        "while grep -q ' /run/netns ' /proc/self/mountinfo; do umount -l /run/netns; done; "
+        f"mount --bind {run_dir} /run && exec {sys.executable} {script}"
+    )
     return subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", shell],
         capture_output=True,
@@ -184,3 +187,18 @@ def test_sweep_leaves_a_cover_alone_when_someone_else_has_a_namespace_there(tmp_
         for line in out
     ), out
     assert "not-ours kept: True" in out
+
+
+def test_a_mount_of_the_directory_under_a_later_mount_of_run_is_no_mount_point():
+    """Seen in this suite's own test: /run covered in a private mount namespace
+    while the host's /run/netns mount is still listed under its old path."""
+    text = """\
+27 1 254:0 / / rw - ext4 /dev/vda rw
+80 27 254:0 /run/netns /run/netns rw shared:1 - ext4 /dev/vda rw
+95 27 254:0 /tmp/x/run /run rw - ext4 /dev/vda rw
+96 95 0:4 net:[1] /run/netns/cni-a rw - nsfs nsfs rw
+"""
+    mounts = netns_dir.parse_mountinfo(text)
+    assert netns_dir.covers(mounts) == []
+    assert [m.mount_id for m in netns_dir.resolve(mounts, "/run")] == [95]
+    assert netns_dir.hidden(mounts) == []

@@ -72,11 +72,38 @@ def _ours(name: str) -> bool:
     return name.startswith(OURS)
 
 
+def _prefixes(path: str) -> list[str]:
+    parts = [x for x in path.split("/") if x]
+    return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def resolve(mounts: list[Mount], path: str) -> list[Mount]:
+    """The mounts on ``path`` itself that a lookup of it passes through, bottom
+    first (a mount stacked on another is its child at the same point); empty
+    when ``path`` is no mount point as this process sees the tree.
+
+    The table lists covered mounts too, under the path they were made on, so a
+    mount point is judged by walking from the root as the kernel does."""
+    children: dict[tuple[int, str], Mount] = {}
+    for m in mounts:
+        children[(m.parent_id, m.point)] = m
+    ids = {m.mount_id for m in mounts}
+    roots = [m for m in mounts if m.point == "/" and m.parent_id not in ids]
+    if not roots:
+        return []
+    cur = roots[0]
+    chain = [cur]
+    for prefix in _prefixes(path):
+        chain = [cur] if prefix == "/" else []
+        while (cur.mount_id, prefix) in children:
+            cur = children[(cur.mount_id, prefix)]
+            chain.append(cur)
+    return chain if cur.point == path else []
+
+
 def covers(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
-    """The mounts of ``directory`` itself, the visible (topmost) one last."""
-    here = [m for m in mounts if m.point == directory]
-    below = {m.parent_id for m in here}
-    return sorted(here, key=lambda m: m.mount_id not in below)
+    """The mounts of ``directory`` itself that a lookup reaches, the visible one last."""
+    return resolve(mounts, directory)
 
 
 def pinned(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
@@ -90,22 +117,10 @@ def pinned(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
 
 
 def hidden(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
-    """Pinned namespaces under a later mount of ``directory``: no path reaches them.
-
-    One is reachable when its parent, past mounts stacked on the same file, is
-    the directory's visible mount (or, with no mount of the directory, when
-    nothing covers the directory at all)."""
-    top = covers(mounts, directory)
-    by_id = {m.mount_id: m for m in mounts}
-    out = []
-    for m in pinned(mounts, directory):
-        parent = by_id.get(m.parent_id)
-        while parent is not None and parent.point == m.point:
-            parent = by_id.get(parent.parent_id)
-        reachable = parent is not None and (not top or parent.mount_id == top[-1].mount_id)
-        if not reachable:
-            out.append(m)
-    return out
+    """Pinned namespaces no lookup reaches: a later mount of ``directory`` (or
+    above it) covers them. Ones stacked on the same file are reachable, one
+    unmount at a time."""
+    return [m for m in pinned(mounts, directory) if m not in resolve(mounts, m.point)]
 
 
 def ensure_mount_point(record: Path) -> None:
