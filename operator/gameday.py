@@ -39,6 +39,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories import scenario as scenarios
 from failure_stories.cleanup import revert_run
 from failure_stories.errors import KfsError
+from failure_stories.events import EventKind
 from failure_stories.gameday_resource import (
     GAMEDAY_LABEL,
     GROUP,
@@ -245,7 +246,7 @@ def _mirror(gd: GameDay, spec: GameDaySpec, tail: EventTail) -> bool:
             for notice in folded.notices:
                 gd.say(notice)
             METRICS.observe(spec.scenario, folded)
-        done = done or event.get("kind") == "done"
+        done = done or event.get("kind") == EventKind.DONE
     return done
 
 

@@ -16,6 +16,7 @@ from failure_stories import scenario as scenarios
 from failure_stories.audit_cli import audit
 from failure_stories.cli_options import allow_option, context_option, provider_option
 from failure_stories.errors import Interrupted, KfsError
+from failure_stories.events import Event, EventKind
 from failure_stories.html_report import write_html
 from failure_stories.operator_cli import operator_group
 from failure_stories.providers import get_provider
@@ -26,7 +27,7 @@ from failure_stories.report import (
     write_json,
     write_junit,
 )
-from failure_stories.runner import Event, Runner
+from failure_stories.runner import Runner
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -120,11 +121,11 @@ class Progress:
     """Prints each phase as it starts and ends, with its live measurements."""
 
     def __call__(self, event: Event) -> None:
-        if event.kind == "phase-start":
+        if event.kind is EventKind.PHASE_START:
             console.print(f"  [cyan]>[/cyan] {event.scenario} [bold]{event.phase}[/bold]")
-        elif event.kind == "log":
+        elif event.kind is EventKind.LOG:
             console.print(f"      {event.message}", style="dim")
-        elif event.kind == "phase-end" and event.result is not None:
+        elif event.kind is EventKind.PHASE_END and event.result is not None:
             r = event.result
             mark = "[green]ok[/green]" if r.ok else "[red]FAILED[/red]"
             console.print(f"    {mark} {event.phase} ({r.seconds:.1f}s)")

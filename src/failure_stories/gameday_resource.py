@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from failure_stories import atomic
 from failure_stories import scenario as scenarios
 from failure_stories.errors import DefinitionError
+from failure_stories.events import EventKind
 from failure_stories.providers.local.processes import Supervisor
 
 GROUP, VERSION, PLURAL, KIND = "kfs.dev", "v1alpha1", "gamedays", "GameDay"
@@ -222,12 +223,12 @@ def fold(event: Mapping[str, Any], current: Mapping[str, Any]) -> Folded:
     out = Folded()
     kind = event.get("kind")
     scenario = event.get("scenario", "")
-    if kind == "prepared":
+    if kind == EventKind.PREPARED:
         out.status = {"namespace": event["namespace"], "message": "namespace created"}
         out.notices.append(Notice("Started", f"{scenario}: running in {event['namespace']}"))
-    elif kind == "phase-start":
+    elif kind == EventKind.PHASE_START:
         out.status = {"phase": event["phase"], "message": f"{event['phase']} running"}
-    elif kind == "phase-end":
+    elif kind == EventKind.PHASE_END:
         result = event["result"]
         phase = result["name"]
         values = _measurements(result)
@@ -244,12 +245,12 @@ def fold(event: Mapping[str, Any], current: Mapping[str, Any]) -> Folded:
         else:
             why = result.get("error") or f"checks failed ({shown})"
             out.notices.append(Notice("PhaseFailed", f"{phase}: {why}", warning=True))
-    elif kind == "hold":
+    elif kind == EventKind.HOLD:
         deadline = event.get("deadline_seconds")
         how = "set spec.reveal: true to end it" + (f", or wait {deadline:g}s" if deadline else "")
         out.status = {"state": "Holding", "message": f"fault held for the drill; {how}"}
         out.notices.append(Notice("Holding", f"{event.get('briefing', '')} ({how})".strip()))
-    elif kind == "revealed":
+    elif kind == EventKind.REVEALED:
         out.status = {
             "state": "Running",
             "heldSeconds": round(event["held_seconds"], 1),
@@ -258,9 +259,9 @@ def fold(event: Mapping[str, Any], current: Mapping[str, Any]) -> Folded:
         out.notices.append(
             Notice("Revealed", f"by {event['by']} after {event['held_seconds']:.0f}s of fault")
         )
-    elif kind == "log":
+    elif kind == EventKind.LOG:
         out.status = {"message": str(event.get("message", ""))[:300]}
-    elif kind == "done":
+    elif kind == EventKind.DONE:
         verdict = event.get("verdict") or "error"
         out.verdict = verdict
         message = event.get("error") or f"verdict {verdict}"

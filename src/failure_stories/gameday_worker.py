@@ -22,9 +22,11 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from failure_stories import events
 from failure_stories import scenario as scenarios
 from failure_stories.context import RunContext
 from failure_stories.errors import Interrupted
+from failure_stories.events import Event, EventKind
 from failure_stories.gameday_resource import (
     GAMEDAY_LABEL,
     GROUP,
@@ -35,31 +37,26 @@ from failure_stories.gameday_resource import (
 )
 from failure_stories.providers.local import LocalProvider
 from failure_stories.report import report_path
-from failure_stories.runner import Event, Runner
+from failure_stories.runner import Runner
 from failure_stories.wait import wait_for
 
 
 class EventLog:
-    """Appends one JSON object per line; each line is flushed whole."""
+    """Appends one JSON object per line (the schema in failure_stories.events);
+    each line is flushed whole."""
 
     def __init__(self, path: Path, scenario: str) -> None:
         self.path = path
         self.scenario = scenario
 
-    def write(self, kind: str, **fields: Any) -> None:
-        line = json.dumps({"t": time.time(), "kind": kind, "scenario": self.scenario, **fields})
+    def write(self, kind: EventKind, **fields: Any) -> None:
         with self.path.open("a") as f:
-            f.write(line + "\n")
+            f.write(json.dumps(events.line(kind, self.scenario, **fields)) + "\n")
 
     def __call__(self, event: Event) -> None:
-        if event.kind == "prepared":
-            self.write("prepared", namespace=event.message)
-        elif event.kind == "phase-start":
-            self.write("phase-start", phase=event.phase)
-        elif event.kind == "phase-end" and event.result is not None:
-            self.write("phase-end", phase=event.phase, result=event.result.to_json())
-        elif event.kind == "log":
-            self.write("log", message=event.message)
+        if event.kind is EventKind.PHASE_END and event.result is None:
+            return
+        self.write(event.kind, **event.fields())
 
 
 class RevealWatch:
@@ -92,7 +89,7 @@ class RevealWatch:
     def __call__(self, ctx: RunContext) -> None:
         meta = ctx.scenario.meta
         self.events.write(
-            "hold",
+            EventKind.HOLD,
             briefing=" ".join((meta.briefing or meta.symptom).split())[:400],
             deadline_seconds=self.spec.reveal_after,
         )
@@ -103,7 +100,7 @@ class RevealWatch:
             timeout=MAX_HOLD_SECONDS,
             interval=1,
         )
-        self.events.write("revealed", by=by, held_seconds=time.monotonic() - started)
+        self.events.write(EventKind.REVEALED, by=by, held_seconds=time.monotonic() - started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rep = runner.run(scenario)
     except Interrupted as exc:
-        events.write("done", verdict="error", error=f"reverted: {exc}", report=report)
+        events.write(EventKind.DONE, verdict="error", error=f"reverted: {exc}", report=report)
         return 1
-    events.write("done", verdict=rep.verdict, error=rep.error, report=report)
+    events.write(EventKind.DONE, verdict=rep.verdict, error=rep.error, report=report)
     return 0
 
 

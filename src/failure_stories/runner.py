@@ -9,7 +9,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from failure_stories import locks
 from failure_stories.context import RunContext
 from failure_stories.errors import Interrupted, KfsError, ScenarioDefinitionError
+from failure_stories.events import Event, EventKind
 from failure_stories.report import MeasurementResult, PhaseResult, ScenarioReport, write_json
 from failure_stories.scenario import PHASES, STEP_PHASES, Scenario
 
@@ -26,15 +26,6 @@ if TYPE_CHECKING:
 # A failed check in these phases means the story itself did or did not hold;
 # anywhere else it means the environment was not healthy enough to judge.
 _VERDICT_ON_FAILED_CHECK = {"symptom": "not-reproduced", "verify": "not-fixed"}
-
-
-@dataclass
-class Event:
-    kind: str  # "prepared" (message: the namespace) | "phase-start" | "phase-end" | "log"
-    scenario: str
-    phase: str
-    message: str = ""
-    result: PhaseResult | None = None
 
 
 Listener = Callable[[Event], None]
@@ -190,7 +181,7 @@ class Runner:
             scenario.id, labels=self.namespace_labels, name=self.namespace
         )
         self._enter(locks.held(f"run-{namespace}", f"the lock of run {namespace}"))
-        self._emit(Event("prepared", scenario.id, "", namespace))
+        self._emit(Event(EventKind.PREPARED, scenario.id, message=namespace))
         return RunContext(
             scenario=scenario,
             provider=self.provider,
@@ -198,7 +189,7 @@ class Runner:
             namespace=namespace,
             report_dir=self.report_dir,
             variables=self.provider.manifest_variables(),
-            log=lambda msg: self._emit(Event("log", scenario.id, "", msg)),
+            log=lambda msg: self._emit(Event(EventKind.LOG, scenario.id, message=msg)),
         )
 
     def _hold_node_locks(self, scenario: Scenario, report: ScenarioReport) -> None:
@@ -222,7 +213,7 @@ class Runner:
                     name,
                     what,
                     shared=shared,
-                    on_wait=lambda m: self._emit(Event("log", scenario.id, "", m)),
+                    on_wait=lambda m: self._emit(Event(EventKind.LOG, scenario.id, message=m)),
                 )
             )
         report.info["lock_wait_seconds"] = round(time.monotonic() - start, 1)
@@ -244,7 +235,7 @@ class Runner:
     def _run_phase(self, scenario: Scenario, ctx: RunContext, result: PhaseResult) -> None:
         phase = result.name
         ctx.phase = phase
-        self._emit(Event("phase-start", scenario.id, phase))
+        self._emit(Event(EventKind.PHASE_START, scenario.id, phase))
         start = time.monotonic()
         try:
             fn = scenario.step(phase)
@@ -263,17 +254,17 @@ class Runner:
             result.ok = False
             result.error = str(exc)
             result.seconds = time.monotonic() - start
-            self._emit(Event("phase-end", scenario.id, phase, result=result))
+            self._emit(Event(EventKind.PHASE_END, scenario.id, phase, result=result))
             raise
         except Exception as exc:
             result.ok = False
             result.error = _one_line(exc)
             ctx.state.setdefault("tracebacks", []).append(traceback.format_exc())
         result.seconds = time.monotonic() - start
-        self._emit(Event("phase-end", scenario.id, phase, result=result))
+        self._emit(Event(EventKind.PHASE_END, scenario.id, phase, result=result))
 
     def _teardown(self, scenario: Scenario, ctx: RunContext | None) -> PhaseResult:
-        self._emit(Event("phase-start", scenario.id, "teardown"))
+        self._emit(Event(EventKind.PHASE_START, scenario.id, "teardown"))
         result = PhaseResult("teardown")
         start = time.monotonic()
         errors: list[str] = []
@@ -295,7 +286,7 @@ class Runner:
             result.ok = False
             result.error = "teardown left something behind: " + "; ".join(errors)
         result.seconds = time.monotonic() - start
-        self._emit(Event("phase-end", scenario.id, "teardown", result=result))
+        self._emit(Event(EventKind.PHASE_END, scenario.id, "teardown", result=result))
         return result
 
     def _collect_artifacts(self, ctx: RunContext, report: ScenarioReport) -> None:

@@ -141,3 +141,42 @@ def test_metrics_count_verdicts_and_phase_durations() -> None:
     assert 'kfs_gameday_verdicts_total{scenario="s",verdict="passed"} 1.0' in text
     assert 'kfs_gameday_phase_seconds_count{phase="symptom",scenario="s"} 1.0' in text
     assert 'kfs_gameday_phase_seconds_sum{phase="symptom",scenario="s"} 12.5' in text
+
+
+def test_every_event_the_runner_emits_reaches_the_status_through_the_event_log(tmp_path: Path):
+    """Runner -> worker's event log -> operator status, with one schema: an event
+    kind spelled differently anywhere would leave the status untouched here."""
+    from failure_stories.events import Event, EventKind
+    from failure_stories.gameday_worker import EventLog
+    from failure_stories.report import MeasurementResult, PhaseResult
+
+    log = EventLog(tmp_path / "events.jsonl", "s")
+    result = PhaseResult("symptom", seconds=2.0)
+    result.measurements = {"outage_seconds": MeasurementResult(7.0, "> 0", True)}
+    emitted = [
+        Event(EventKind.PREPARED, "s", message="kfs-s-abc"),
+        Event(EventKind.PHASE_START, "s", "symptom"),
+        Event(EventKind.LOG, "s", message="node kfs-sim-a stopped"),
+        Event(EventKind.PHASE_END, "s", "symptom", result=result),
+    ]
+    for event in emitted:
+        log(event)
+    log.write(EventKind.HOLD, briefing="paged", deadline_seconds=60)
+    log.write(EventKind.REVEALED, by="spec.reveal", held_seconds=12.0)
+    log.write(EventKind.DONE, verdict="passed", error=None, report="r.json")
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    kinds = [x["kind"] for x in lines]
+    assert kinds == ["prepared", "phase-start", "log", "phase-end", "hold", "revealed", "done"]
+    assert set(kinds) == {str(k) for k in EventKind}
+    status: dict[str, object] = {}
+    for line in lines:
+        folded = fold(line, status)
+        assert folded.status, line["kind"]
+        status.update(folded.status)
+    assert status["namespace"] == "kfs-s-abc"
+    assert status["measurements"] == {"symptom": {"outage_seconds": 7.0}}
+    assert (status["state"], status["verdict"], status["heldSeconds"]) == (
+        "Finished",
+        "passed",
+        12.0,
+    )
