@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from failure_stories import scenario as scenarios
+from failure_stories import session
 from failure_stories.audit_cli import audit
 from failure_stories.cli_options import allow_option, context_option, provider_option
 from failure_stories.errors import Interrupted, KfsError
@@ -107,6 +108,8 @@ def describe(scenario_id: str) -> None:
         ("Mitigation", m.mitigation),
     ):
         console.print(f"[bold]{label}[/bold]\n{text}\n")
+    if m.needs:
+        console.print(f"[bold]Needs from the provider[/bold]\n{', '.join(m.needs)}\n")
     table = Table(title="What is measured")
     for col in ("measurement", "meaning", "symptom", "verify"):
         table.add_column(col, overflow="fold")
@@ -213,10 +216,6 @@ def run(
         raise click.UsageError("give scenario ids or --all, not both")
     if not run_all and not scenario_ids:
         raise click.UsageError("name at least one scenario (see `kfs list`) or pass --all")
-    if jobs > 1 and provider == "kind":
-        raise click.UsageError(
-            "--jobs needs one shared cluster (local or existing); kind builds one per story"
-        )
     chosen = (
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
@@ -227,30 +226,29 @@ def run(
     prov = get_provider(
         provider, context=context, allow_context=allow_context, keep_cluster=keep_cluster
     )
-    was_up = prov.status().running
+    if jobs > 1 and not prov.shared_cluster:
+        raise click.UsageError(
+            f"--jobs needs one shared cluster (local or existing); {provider} builds one per story"
+        )
+    session.refuse_unfit(prov, chosen)
     runner = Runner(prov, report_dir, Progress())
     reports: list[ScenarioReport] = []
-    try:
-        if jobs > 1 and len(chosen) > 1:
-            if provider == "local":
+    with session.cluster(prov, keep=keep_cluster, say=console.print):
+        try:
+            if jobs > 1 and len(chosen) > 1:
                 prov.up()  # once, before the children; they leave it up
-            extra = ["--provider", provider, "--keep-cluster"]
-            extra += ["--context", context] if context else []
-            extra += ["--allow-context", allow_context] if allow_context else []
-            _run_jobs(chosen, report_dir, jobs, extra, reports)
-        else:
-            for s in chosen:
-                console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
-                reports.append(runner.run(s))
-    finally:
-        if reports:
-            write_junit(reports, report_dir)
-            write_html(reports, report_dir)
-        if not was_up and not keep_cluster and provider != "existing":
-            console.print(
-                f"deleting the {provider} cluster this run created (--keep-cluster keeps it)"
-            )
-            prov.down()
+                extra = ["--provider", provider, "--keep-cluster"]
+                extra += ["--context", context] if context else []
+                extra += ["--allow-context", allow_context] if allow_context else []
+                _run_jobs(chosen, report_dir, jobs, extra, reports)
+            else:
+                for s in chosen:
+                    console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
+                    reports.append(runner.run(s))
+        finally:
+            if reports:
+                write_junit(reports, report_dir)
+                write_html(reports, report_dir)
     _summary(reports)
     console.print(f"reports: {report_dir}/")
     if any(r.verdict != "passed" for r in reports):
@@ -339,13 +337,10 @@ def gameday(
         reveal_after=reveal_after,
     )
     prov = get_provider(provider)
-    was_up = prov.status().running
+    session.refuse_unfit(prov, [s])
     runner = Runner(prov, report_dir, Progress(), hold_fault=drill.hold)
-    try:
+    with session.cluster(prov):
         rep = runner.run(s)
-    finally:
-        if not was_up and provider != "existing":
-            prov.down()
     rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
     rep.info["hints_used"] = drill.hints_shown
     write_json(rep, report_dir)

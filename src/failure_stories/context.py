@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from failure_stories import node_cpu
+from failure_stories.errors import ProviderError
 from failure_stories.kube import Kube, render
+from failure_stories.providers.capabilities import NodeShell
 
 if TYPE_CHECKING:
     from failure_stories.providers.base import Provider
@@ -93,8 +95,15 @@ class RunContext:
                     del self.series[name]
             self._pending = dict(pending)
 
+        shell = self.provider
+        if not isinstance(shell, NodeShell):
+            raise ProviderError(
+                f"the {shell.name} provider has no node shell to read the node's idle CPU; "
+                "declare node-shell in the story's needs"
+            )
+
         def sample() -> node_cpu.CpuTimes:
-            return node_cpu.parse_proc_stat(self.provider.node_exec(node, ["cat", "/proc/stat"]))
+            return node_cpu.parse_proc_stat(shell.node_exec(node, ["cat", "/proc/stat"]))
 
         result, idle = node_cpu.quiet_window(sample, measure, need, log=self.log, discard=discard)
         self.measure("node_idle_cpu_ratio", round(idle, 3))

@@ -29,24 +29,18 @@ from failure_stories.cli_options import allow_option, context_option, provider_o
 from failure_stories.operator_image import OPERATOR_IMAGE
 from failure_stories.providers import get_provider
 from failure_stories.providers.base import Provider
+from failure_stories.providers.capabilities import OperatorHost
 
 
 def _operator(prov: Provider, image: str | None = None) -> runtime.InClusterOperator:
-    if prov.name == "local":
-        from failure_stories.providers.local import LocalProvider
-
-        assert isinstance(prov, LocalProvider)
-        return runtime.LocalPodOperator(prov.kube(), prov.paths.root)
+    if isinstance(prov, OperatorHost):
+        return runtime.LocalPodOperator(prov.kube(), prov.operator_state)
     return runtime.InClusterOperator(prov.kube(), image=image or OPERATOR_IMAGE)
 
 
 def _provider_for(provider: str, context: str | None, allow_context: str | None) -> Provider:
     prov = get_provider(provider, context=context, allow_context=allow_context)
-    if provider == "existing":
-        from failure_stories.providers.existing import ExistingProvider
-
-        assert isinstance(prov, ExistingProvider)
-        prov.check_allowed()
+    prov.check_allowed()
     return prov
 
 
@@ -70,9 +64,9 @@ def install(
     provider: str, context: str | None, allow_context: str | None, image: str | None
 ) -> None:
     """Install the CRDs and the operator Deployment (on local: a pod on the real node)."""
-    if image is not None and provider == "local":
-        raise click.UsageError("--image is for kind and existing; local runs this checkout")
     prov = _provider_for(provider, context, allow_context)
+    if image is not None and isinstance(prov, OperatorHost):
+        raise click.UsageError(f"--image is for kind and existing; {provider} runs this checkout")
     if image is None:
         runtime.load_image(prov)
     op = _operator(prov, image)
@@ -80,7 +74,7 @@ def install(
         click.echo(f"CRD {name} installed")
     op.install()
     click.echo(f"operator Deployment {runtime.SYSTEM_NAMESPACE}/{runtime.DEPLOYMENT} ready")
-    if provider == "local":
+    if isinstance(prov, OperatorHost):
         click.echo(
             f"watching namespaces {runtime.LOCAL_INSTALL_SCOPE}; GameDay metrics on "
             f"http://127.0.0.1:{runtime.METRICS_PORT}/metrics"

@@ -45,6 +45,7 @@ from failure_stories.errors import ProviderError
 from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.kube import Kube, render
 from failure_stories.operator_image import OPERATOR_IMAGE
+from failure_stories.providers.capabilities import ImageLoader, OperatorHost
 from failure_stories.providers.local.processes import Supervisor
 from failure_stories.wait import wait_for
 
@@ -364,8 +365,9 @@ class LocalPodOperator(InClusterOperator):
 
 
 def load_image(provider: Provider) -> None:
-    """Kind's nodes get the operator image built offline; other clusters pull theirs."""
-    if provider.name == "kind":
+    """Nodes that take loaded images get the operator image built offline; an
+    operator host runs this checkout instead, and other clusters pull theirs."""
+    if isinstance(provider, ImageLoader) and not isinstance(provider, OperatorHost):
         provider.load_images({OPERATOR_IMAGE: operator_image.build()})
 
 
@@ -378,7 +380,7 @@ def start_for_run(ctx: RunContext) -> HostOperator | InClusterOperator:
     """
     names = ensure_crds(ctx.kube)
     ctx.log(f"CRDs {', '.join(names)} installed (shared; left installed for other runs)")
-    if ctx.provider.name == "local":
+    if isinstance(ctx.provider, OperatorHost):
         op = HostOperator(
             ctx.kube.kubeconfig,
             ctx.report_dir / f"{ctx.scenario.id}-operator",

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from failure_stories import scenario as scenarios
+from failure_stories import session
 from failure_stories.providers import get_provider
 from failure_stories.providers.base import Provider
 from failure_stories.report import PhaseResult, ScenarioReport, write_junit
@@ -30,14 +32,15 @@ class _Cluster:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.provider: Provider | None = None
-        self.created = False
         self.reports: dict[str, ScenarioReport] = {}
         self.report_dir = Path(config.getoption("--kfs-report-dir"))
+        self._lifecycle = contextlib.ExitStack()
 
     def get(self) -> Provider:
         if self.provider is None:
             provider = get_provider(self.config.getoption("--kfs-provider"))
-            self.created = not provider.status().running
+            keep = bool(self.config.getoption("--kfs-keep-cluster"))
+            self._lifecycle.enter_context(session.cluster(provider, keep=keep))
             provider.up()
             self.provider = provider
         return self.provider
@@ -50,12 +53,7 @@ class _Cluster:
         return self.reports[scenario_id]
 
     def finish(self) -> None:
-        if (
-            self.provider is not None
-            and self.created
-            and not self.config.getoption("--kfs-keep-cluster")
-        ):
-            self.provider.down()
+        self._lifecycle.close()
 
 
 _CLUSTER = pytest.StashKey[_Cluster]()

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from failure_stories import locks
 from failure_stories.context import RunContext
-from failure_stories.errors import Interrupted, KfsError, ScenarioDefinitionError
+from failure_stories.errors import Interrupted, KfsError, ProviderError, ScenarioDefinitionError
 from failure_stories.events import Event, EventKind
+from failure_stories.providers.capabilities import lacking
 from failure_stories.report import MeasurementResult, PhaseResult, ScenarioReport, write_json
 from failure_stories.scenario import PHASES, STEP_PHASES, Scenario
 
@@ -174,6 +175,12 @@ class Runner:
         return report
 
     def _prepare(self, scenario: Scenario, report: ScenarioReport) -> RunContext:
+        missing = lacking(self.provider, scenario.meta.needs)
+        if missing:
+            raise ProviderError(
+                f"the {self.provider.name} provider lacks {', '.join(missing)}, "
+                f"which {scenario.id} needs: run it on another provider"
+            )
         kube = self.provider.prepare(scenario)
         report.info.update(self.provider.info())
         self._hold_node_locks(scenario, report)

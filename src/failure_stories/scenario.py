@@ -107,6 +107,9 @@ class ScenarioMeta:
     # window runs for its numbers to be judged (0: the story does not depend on
     # spare CPU). Steps measure through RunContext.quiet_window; see node_cpu.
     min_idle_cpu: float = 0.0
+    # Provider abilities the story uses (see providers.capabilities): a provider
+    # without one is refused before the run starts.
+    needs: tuple[str, ...] = ()
     # What each phase changes, in words an SRE can approve before a game day;
     # `kfs run --dry-run` prints it with the objects of every manifest it names.
     plan: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -244,6 +247,7 @@ def load_meta(path: Path) -> ScenarioMeta:
         takeaways=tuple(raw.get("takeaways", ())),
         physics_seconds=float(raw.get("physics_seconds", 0)),
         min_idle_cpu=_ratio(file, "min_idle_cpu", raw.get("min_idle_cpu", 0)),
+        needs=_needs(file, raw.get("needs") or ()),
         plan=_plan(file, raw.get("plan") or {}),
     )
 
@@ -256,6 +260,16 @@ def _node_locks(file: Path, raw: Any) -> tuple[str, ...]:
             f"{file}: node_locks must be a list of lower-case names like simulated-nodes"
         )
     return tuple(sorted(set(raw)))
+
+
+def _needs(file: Path, raw: Any) -> tuple[str, ...]:
+    from failure_stories.providers.capabilities import CAPABILITIES
+
+    if not isinstance(raw, list | tuple) or any(x not in CAPABILITIES for x in raw):
+        raise ScenarioDefinitionError(
+            f"{file}: needs must list provider abilities among {', '.join(CAPABILITIES)}"
+        )
+    return tuple(dict.fromkeys(raw))
 
 
 def _ratio(file: Path, key: str, raw: Any) -> float:

@@ -57,7 +57,10 @@ def test_run_without_ids_is_a_usage_error():
     assert "Traceback" not in done.stderr
 
 
-def test_existing_provider_refuses_a_context_not_allowed(tmp_path, monkeypatch):
+def test_existing_provider_refuses_a_context_not_allowed(tmp_path, monkeypatch, make_scenario):
+    # A story that needs no node ability, so the context guard is what decides.
+    story = make_scenario("def symptom(ctx): return {}\ndef verify(ctx): return {}\n")
+    monkeypatch.setenv("KFS_SCENARIOS_DIR", str(story.parent))
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: prod\n"
@@ -70,7 +73,7 @@ def test_existing_provider_refuses_a_context_not_allowed(tmp_path, monkeypatch):
         cli,
         [
             "run",
-            "moonlight-anti-affinity",
+            "test-story",
             "--provider",
             "existing",
             "--report-dir",
@@ -78,7 +81,7 @@ def test_existing_provider_refuses_a_context_not_allowed(tmp_path, monkeypatch):
         ],
     )
     assert out.exit_code == 1  # the verdict is error: nothing ran
-    report = json.loads((tmp_path / "r" / "moonlight-anti-affinity.json").read_text())
+    report = json.loads((tmp_path / "r" / "test-story.json").read_text())
     assert report["verdict"] == "error"
     assert "refusing to inject faults into context 'prod'" in report["error"]
     assert "--allow-context prod" in report["error"]
@@ -123,3 +126,32 @@ def test_operator_image_is_not_an_option_of_the_local_install():
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "--image is for kind and existing" in done.stderr
+
+
+def test_a_provider_without_an_ability_a_story_needs_is_refused_at_once(tmp_path, monkeypatch):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: lab\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: lab, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    done = kfs(
+        "run",
+        "moonlight-anti-affinity",
+        "mindtickle-external-snat",
+        "--provider",
+        "existing",
+        "--report-dir",
+        str(tmp_path / "r"),
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "kfs: error: the existing provider cannot run moonlight-anti-affinity needs "
+        "node-failure; mindtickle-external-snat needs node-shell, outside-network: choose "
+        "another provider (`kfs describe ID` says what a story needs)"
+    ]
+    assert not (tmp_path / "r").exists()  # refused before anything ran

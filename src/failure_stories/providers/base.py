@@ -15,7 +15,6 @@ from failure_stories.errors import ProviderError
 
 if TYPE_CHECKING:
     from failure_stories.kube import Kube
-    from failure_stories.netns import OutsideHost
     from failure_stories.scenario import Scenario
 
 # Label every provider puts on nodes that really run containers, so manifests
@@ -35,6 +34,10 @@ class ClusterStatus:
 
 class Provider(abc.ABC):
     name: str = ""
+    # kfs may delete a cluster this provider created (never one it was given).
+    owns_cluster = True
+    # One cluster serves every story, so runs may share it side by side.
+    shared_cluster = True
 
     @abc.abstractmethod
     def up(self) -> None:
@@ -60,6 +63,10 @@ class Provider(abc.ABC):
         """Facts worth recording in every report (versions, kernel...)."""
         return {}
 
+    def check_allowed(self) -> None:  # noqa: B027 - optional guard
+        """Refuse (GuardRefusedError) if this cluster is not meant for faults.
+        Clusters kfs builds always are; an existing one must be allowed."""
+
     # The pod network, for node-level rules that must match pod traffic.
     pod_cidr = "10.244.0.0/16"
 
@@ -72,41 +79,15 @@ class Provider(abc.ABC):
             "POD_CIDR": self.pod_cidr,
         }
 
-    def outside_host(self, subnet: str) -> OutsideHost:
-        """A host outside the cluster, reachable from the real node (see netns)."""
-        raise ProviderError(f"the {self.name} provider cannot create outside hosts yet")
-
-    def load_images(self, archives: dict[str, Path]) -> None:
-        """Make locally built images (ref -> archive) available to the cluster's nodes."""
-        refs = ", ".join(archives)
-        raise ProviderError(
-            f"the {self.name} provider cannot load local images; push {refs} to a registry "
-            "its nodes pull from, or use the local or kind provider"
-        )
-
     def export_logs(self, target: Path) -> None:  # noqa: B027 - optional hook
         """Copy cluster component logs into ``target`` (on failure)."""
 
-    # -- node-level actions -------------------------------------------------------
-    def stop_node(self, node: str) -> None:
-        """Make ``node`` stop heartbeating, as a crashed machine would."""
-        raise ProviderError(f"the {self.name} provider cannot fail node {node}")
-
-    def start_node(self, node: str) -> None:
-        """Undo stop_node."""
-        raise ProviderError(f"the {self.name} provider cannot restore node {node}")
-
-    def read_cgroup(self, pod: Any, container: str, controller: str, filename: str) -> str:
-        """Read a cgroup file of a running container, as seen from its node."""
-        raise ProviderError(f"the {self.name} provider cannot read container cgroups")
-
+    # Node-level abilities (a node shell, node failure, cgroup reads, an outside
+    # network, image loading) are interfaces in providers.capabilities: a
+    # provider implements the ones it has.
     def sweep_node_changes(self) -> list[str]:
         """Undo node-level faults that interrupted runs left (KFS-* chains...)."""
         return []
-
-    def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
-        """Run a command in the node's host context; return stdout."""
-        raise ProviderError(f"the {self.name} provider gives no shell on node {node}")
 
 
 def run(argv: list[str], check: bool = True, timeout: float = 120, **kw: Any) -> str:

@@ -27,6 +27,7 @@ def _kubeconfig_path() -> Path:
 
 class ExistingProvider(Provider):
     name = "existing"
+    owns_cluster = False
 
     def __init__(self, context: str | None = None, allow: str | None = None) -> None:
         self.path = _kubeconfig_path()

@@ -35,6 +35,7 @@ def _state_dir() -> Path:
 
 class KindProvider(Provider):
     name = "kind"
+    shared_cluster = False  # one cluster per story's kind config
 
     def __init__(self, keep: bool = False, config: str = "default") -> None:
         self.keep = keep

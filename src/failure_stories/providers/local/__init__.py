@@ -40,6 +40,10 @@ class LocalProvider(Provider):
     def kubeconfig(self) -> Path:
         return self.paths.admin_kubeconfig
 
+    @property
+    def operator_state(self) -> Path:
+        return self.paths.root
+
     def is_up(self) -> bool:
         return self.sup.alive("kube-apiserver") and self.kubeconfig.exists()
 
@@ -194,7 +198,7 @@ class LocalProvider(Provider):
 
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         if node != L.REAL_NODE:
-            return super().node_exec(node, argv, check)
+            raise ProviderError(f"node {node} is simulated: it has no shell ({L.REAL_NODE} has)")
         return run(argv, check=check)
 
     # -- node failure, as the node-lifecycle controller sees it --------------------
@@ -202,10 +206,10 @@ class LocalProvider(Provider):
         if node in L.SIMULATED_NODES:
             self.sup.freeze(controlplane.kwok_component(node))
             return
-        super().stop_node(node)
+        raise ProviderError(f"only the simulated nodes can fail here, not {node}")
 
     def start_node(self, node: str) -> None:
         if node in L.SIMULATED_NODES:
             self.sup.thaw(controlplane.kwok_component(node))
             return
-        super().start_node(node)
+        raise ProviderError(f"only the simulated nodes can fail here, not {node}")

@@ -1,0 +1,90 @@
+"""What a provider can do beyond giving a cluster: each ability is a small
+interface a provider implements or lacks, never a check of its name.
+
+A story names the abilities it needs in scenario.yaml (``needs: [node-shell,
+outside-network]``); `kfs run` and the runner refuse at once, in one line, a
+provider that lacks one, instead of failing half-way through a fault.
+
+    name             interface        local              kind            existing
+    node-shell       NodeShell        the host           docker exec     -
+    node-failure     NodeFailure      kwok nodes frozen  docker pause    -
+    cgroup-read      CgroupReader     the host's cgroupfs  -             -
+    outside-network  OutsideNetwork   netns on the host  -               -
+    image-loading    ImageLoader      containerd import  kind load       -
+    operator-host    OperatorHost     this checkout      -               -
+
+Two facts about the cluster itself are flags on the Provider, not abilities:
+``owns_cluster`` (kfs may delete what it created; never an existing cluster)
+and ``shared_cluster`` (one cluster for every story, so runs may go side by side;
+kind builds one per story's config).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from failure_stories.netns import OutsideHost
+
+
+@runtime_checkable
+class NodeShell(Protocol):
+    def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
+        """Run a command in the node's host context; return stdout."""
+
+
+@runtime_checkable
+class NodeFailure(Protocol):
+    def stop_node(self, node: str) -> None:
+        """Make ``node`` stop heartbeating, as a crashed machine would."""
+
+    def start_node(self, node: str) -> None:
+        """Undo stop_node."""
+
+
+@runtime_checkable
+class CgroupReader(Protocol):
+    def read_cgroup(self, pod: Any, container: str, controller: str, filename: str) -> str:
+        """Read a cgroup file of a running container, as seen from its node."""
+
+
+@runtime_checkable
+class OutsideNetwork(Protocol):
+    def outside_host(self, subnet: str) -> OutsideHost:
+        """A host outside the cluster, reachable from the real node (see netns)."""
+
+
+@runtime_checkable
+class ImageLoader(Protocol):
+    def load_images(self, archives: dict[str, Path]) -> None:
+        """Make locally built images (ref -> archive) available to the cluster's nodes."""
+
+
+@runtime_checkable
+class OperatorHost(Protocol):
+    """Runs the kfs operator from this checkout, beside kfs (the local host),
+    instead of the in-cluster Deployment of the operator image."""
+
+    @property
+    def operator_state(self) -> Path:
+        """Where the operator's state directory lives (KFS_STATE of its process)."""
+
+
+CAPABILITIES: dict[str, type] = {
+    "node-shell": NodeShell,
+    "node-failure": NodeFailure,
+    "cgroup-read": CgroupReader,
+    "outside-network": OutsideNetwork,
+    "image-loading": ImageLoader,
+    "operator-host": OperatorHost,
+}
+
+
+def has(provider: object, capability: str) -> bool:
+    return isinstance(provider, CAPABILITIES[capability])
+
+
+def lacking(provider: object, needs: tuple[str, ...]) -> list[str]:
+    """The abilities in ``needs`` that ``provider`` does not have."""
+    return [c for c in needs if not has(provider, c)]
