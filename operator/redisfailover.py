@@ -446,7 +446,9 @@ def _ref(owner: rf.Owner) -> tuple[str, str, str, str, str]:
 def _condition(
     old: Mapping[str, Any], kind: str, ok: bool, reason: str, message: str, generation: int
 ) -> dict[str, Any]:
-    previous = next((c for c in old.get("conditions") or [] if c.get("type") == kind), {})
+    previous: Mapping[str, Any] = next(
+        (c for c in old.get("conditions") or [] if c.get("type") == kind), {}
+    )
     status = "True" if ok else "False"
     return {
         "type": kind,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 
 
 def command(*args: bytes) -> bytes:
@@ -18,7 +19,7 @@ def command(*args: bytes) -> bytes:
     return b"".join(out)
 
 
-def stream(keys: int, value_bytes: int, prefix: str, batch: int = 10000):
+def stream(keys: int, value_bytes: int, prefix: str, batch: int = 10000) -> Iterator[bytes]:
     value = b"v" * value_bytes
     key_prefix = prefix.encode()
     for start in range(0, keys, batch):

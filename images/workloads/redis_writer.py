@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import time
+from typing import Any
 
 
 def resp(*args: str) -> bytes:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize(records: list[dict], since: float, until: float) -> dict:
+def summarize(records: list[dict[str, Any]], since: float, until: float) -> dict[str, Any]:
     window = [r for r in records if since <= r["t"] <= until]
     unavailable = 0.0
     longest = 0.0

@@ -33,9 +33,9 @@ def _api_pod(ctx: RunContext) -> Any:
 
 
 def _cpu_stat(ctx: RunContext, pod: Any) -> dict[str, int]:
-    text = ctx.provider.read_cgroup(pod, "api", "cpu", "cpu.stat")
+    text = ctx.cgroups.read_cgroup(pod, "api", "cpu", "cpu.stat")
     stat = {k: int(v) for k, v in (line.split() for line in text.splitlines())}
-    stat["usage_ns"] = int(ctx.provider.read_cgroup(pod, "api", "cpuacct", "cpuacct.usage"))
+    stat["usage_ns"] = int(ctx.cgroups.read_cgroup(pod, "api", "cpuacct", "cpuacct.usage"))
     return stat
 
 
@@ -86,7 +86,7 @@ def _window(ctx: RunContext, pod: Any, label: str) -> dict[str, float]:
 def kernel_has_fix(release: str) -> bool:
     """The slice-expiration fix is in mainline 5.4; older kernels depend on backports."""
     m = re.match(r"(\d+)\.(\d+)", release)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 4)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (5, 4)
 
 
 def setup(ctx: RunContext) -> None:
@@ -110,7 +110,7 @@ def _roll_out(ctx: RunContext, manifest: str) -> None:
     ctx.apply(manifest)
     ctx.kube.wait_rollout(ctx.namespace, "api")
     ctx.kube.wait_service_answers(ctx.namespace, "api", from_pod="loadgen")
-    quota = int(ctx.provider.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
+    quota = int(ctx.cgroups.read_cgroup(_api_pod(ctx), "api", "cpu", "cpu.cfs_quota_us"))
     ctx.measure("cfs_quota_us", quota)
     # Warm up for a few seconds, unmeasured: right after a pod swap the kubelet is
     # still tearing the old pod down on the same two cores, which showed up as

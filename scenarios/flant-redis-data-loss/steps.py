@@ -107,8 +107,8 @@ def _record_keys(ctx: RunContext) -> None:
 
 
 def _rm_data(ctx: RunContext, node: str, path: str) -> None:
-    ctx.provider.node_exec(node, ["rm", "-rf", path])
-    ctx.provider.node_exec(node, ["rmdir", "--ignore-fail-on-non-empty", DATA_BASE], check=False)
+    ctx.node_shell.node_exec(node, ["rm", "-rf", path])
+    ctx.node_shell.node_exec(node, ["rmdir", "--ignore-fail-on-non-empty", DATA_BASE], check=False)
 
 
 def _delete_failover(ctx: RunContext) -> None:
@@ -250,8 +250,13 @@ def _measure_change(ctx: RunContext, tag: str) -> dict[str, float]:
     # True), not when this loop happened to look.
     ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
     rollout_seconds = dt.datetime.fromisoformat(ready["lastTransitionTime"]).timestamp() - since
+
+    def synced() -> bool:
+        _record_keys(ctx)
+        return _replicas_synced(ctx)
+
     wait_for(
-        lambda: _record_keys(ctx) or _replicas_synced(ctx),
+        synced,
         what="every replica synced with the new master",
         timeout=90,
         interval=1,

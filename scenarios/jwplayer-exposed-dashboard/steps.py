@@ -7,6 +7,7 @@ self-limiting busy loop named gcc. Both live only in this run's namespace.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -181,7 +182,9 @@ _SAMPLE = (
 
 
 def _ps(ctx: RunContext) -> list[PsRow]:
-    return parse_ps(ctx.provider.node_exec(ctx.state["node"], ["ps", "-e", "-ww", "-o", PS_FORMAT]))
+    return parse_ps(
+        ctx.node_shell.node_exec(ctx.state["node"], ["ps", "-e", "-ww", "-o", PS_FORMAT])
+    )
 
 
 def _pods_by_uid(ctx: RunContext) -> dict[str, PodInfo]:
@@ -204,7 +207,7 @@ def _scan(ctx: RunContext) -> list[Finding]:
     """
     rows = _ps(ctx)
     pids = [str(r.pid) for r in suspects(rows)]
-    out = ctx.provider.node_exec(
+    out = ctx.node_shell.node_exec(
         ctx.state["node"],
         ["env", f"KFS_INTERVAL={CPU_INTERVAL:g}", "sh", "-c", _SAMPLE, "kfs-sample", *pids],
     )
@@ -241,7 +244,9 @@ def _stop_miners(ctx: RunContext) -> None:
     uids = {p.metadata.uid for p in ctx.kube.pods(ctx.namespace)} | ctx.state.get("pod_uids", set())
     for row in suspects(_ps(ctx)):
         if pod_uid_from_cgroup(row.cgroup) in uids:
-            ctx.provider.node_exec(ctx.state["node"], ["kill", "-TERM", str(row.pid)], check=False)
+            ctx.node_shell.node_exec(
+                ctx.state["node"], ["kill", "-TERM", str(row.pid)], check=False
+            )
 
 
 # -- HTTP, from the outside host or from a pod -------------------------------------------
@@ -369,7 +374,7 @@ def _outside_host(ctx: RunContext) -> OutsideHost:
 
     def create() -> OutsideHost | None:
         try:
-            return ctx.provider.outside_host(OUTSIDE_NET)
+            return ctx.outside_network.outside_host(OUTSIDE_NET)
         except ProviderError as exc:
             if "already exists" in str(exc):
                 return None
@@ -392,7 +397,7 @@ def setup(ctx: RunContext) -> None:
     pod = ctx.kube.pods(ctx.namespace, "app=dashboard")[0]
     ctx.state["node"] = pod.spec.node_name
     ctx.state["clk_tck"] = int(
-        ctx.provider.node_exec(ctx.state["node"], ["getconf", "CLK_TCK"]).strip()
+        ctx.node_shell.node_exec(ctx.state["node"], ["getconf", "CLK_TCK"]).strip()
     )
     outside = _outside_host(ctx)
     ctx.defer(f"delete outside host {outside.name}", outside.delete)
@@ -447,7 +452,7 @@ def mitigate(ctx: RunContext) -> None:
         if obj["kind"].startswith("ValidatingAdmissionPolicy"):
             ctx.defer(
                 f"delete {obj['kind']} {obj['metadata']['name']}",
-                lambda o=obj: ctx.kube.delete(o, None),
+                functools.partial(ctx.kube.delete, obj, None),
             )
     ns = ctx.kube.core.read_namespace(ctx.namespace)
     before = {k: (ns.metadata.labels or {}).get(k) for k in PSA_LABELS}

@@ -23,7 +23,7 @@ def setup(ctx: RunContext) -> None:
     )
     ctx.kube.wait_pod_running(ctx.namespace, "caller")
     ctx.kube.wait_service_answers(ctx.namespace, "internal", from_pod="caller")
-    outside = ctx.provider.outside_host(OUTSIDE_NET)
+    outside = ctx.outside_network.outside_host(OUTSIDE_NET)
     ctx.defer(f"delete outside host {outside.name}", outside.delete)
     outside.serve_http(80, "partner API\n")
     ctx.state["outside"] = outside
@@ -84,7 +84,7 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
 
 
 def _iptables(ctx: RunContext, *args: str, check: bool = True) -> str:
-    return ctx.provider.node_exec(
+    return ctx.node_shell.node_exec(
         ctx.state["node"], ["iptables", "-w", "-t", "nat", *args], check=check
     )
 
@@ -117,7 +117,7 @@ def inject(ctx: RunContext) -> None:
     )
     _iptables(ctx, "-I", "POSTROUTING", "1", "-j", chain)
     # Established flows keep their old NAT mapping; forget them so the fault applies.
-    ctx.provider.node_exec(
+    ctx.node_shell.node_exec(
         ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
     )
     ctx.state["chain"] = chain
@@ -130,7 +130,7 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 
 def mitigate(ctx: RunContext) -> None:
     _remove_rule(ctx, ctx.state["chain"])
-    ctx.provider.node_exec(
+    ctx.node_shell.node_exec(
         ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
     )
     rules = _iptables(ctx, "-S", "POSTROUTING")

@@ -88,12 +88,12 @@ def _fail_busiest_node(ctx: RunContext) -> str:
     ctx.state["failed_at"] = time.monotonic()
     ctx.log(f"failing node {node} (holds {placement[node]} of {sum(placement.values())} replicas)")
     ctx.defer(f"restore node {node}", lambda: _restore(ctx, node))
-    ctx.provider.stop_node(node)
+    ctx.node_failure.stop_node(node)
     return node
 
 
 def _restore(ctx: RunContext, node: str) -> None:
-    ctx.provider.start_node(node)
+    ctx.node_failure.start_node(node)
     wait_for(lambda: ctx.kube.node_ready(node), what=f"node {node} Ready again", timeout=60)
 
 

@@ -109,9 +109,9 @@ def _remove_state(ctx: RunContext, node: str, host_dir: str) -> None:
         timeout=90,
         interval=1,
     )
-    ctx.provider.node_exec(node, ["rm", "-rf", "--one-file-system", host_dir])
+    ctx.node_shell.node_exec(node, ["rm", "-rf", "--one-file-system", host_dir])
     # The parent is ours too; leave it only if another run is using it.
-    ctx.provider.node_exec(node, ["rmdir", STATE_ROOT], check=False)
+    ctx.node_shell.node_exec(node, ["rmdir", STATE_ROOT], check=False)
 
 
 def _wait_shipper_rollout(ctx: RunContext) -> str:

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from failure_stories import node_cpu
 from failure_stories.errors import ProviderError
 from failure_stories.kube import Kube, render
-from failure_stories.providers.capabilities import NodeShell
+from failure_stories.providers.capabilities import (
+    CgroupReader,
+    NodeFailure,
+    NodeShell,
+    OutsideNetwork,
+)
 
 if TYPE_CHECKING:
     from failure_stories.providers.base import Provider
@@ -59,6 +64,37 @@ class RunContext:
         """Register an undo action; teardown runs them newest first, always."""
         self.cleanups.append(Cleanup(what, fn))
 
+    # -- the provider's abilities, typed (the story names them in `needs`) ------------
+    @property
+    def node_shell(self) -> NodeShell:
+        if not isinstance(self.provider, NodeShell):
+            raise self._lacks("node-shell")
+        return self.provider
+
+    @property
+    def node_failure(self) -> NodeFailure:
+        if not isinstance(self.provider, NodeFailure):
+            raise self._lacks("node-failure")
+        return self.provider
+
+    @property
+    def cgroups(self) -> CgroupReader:
+        if not isinstance(self.provider, CgroupReader):
+            raise self._lacks("cgroup-read")
+        return self.provider
+
+    @property
+    def outside_network(self) -> OutsideNetwork:
+        if not isinstance(self.provider, OutsideNetwork):
+            raise self._lacks("outside-network")
+        return self.provider
+
+    def _lacks(self, ability: str) -> ProviderError:
+        return ProviderError(
+            f"the {self.provider.name} provider lacks {ability}: add it to "
+            f"{self.scenario.id}'s needs, so that such a provider is refused up front"
+        )
+
     # -- measurements -----------------------------------------------------------
     def measure(self, name: str, value: float) -> None:
         """Report a measurement of the current phase (steps may also return a dict)."""
@@ -95,12 +131,7 @@ class RunContext:
                     del self.series[name]
             self._pending = dict(pending)
 
-        shell = self.provider
-        if not isinstance(shell, NodeShell):
-            raise ProviderError(
-                f"the {shell.name} provider has no node shell to read the node's idle CPU; "
-                "declare node-shell in the story's needs"
-            )
+        shell = self.node_shell
 
         def sample() -> node_cpu.CpuTimes:
             return node_cpu.parse_proc_stat(shell.node_exec(node, ["cat", "/proc/stat"]))

@@ -16,7 +16,7 @@ _RETRYABLE: tuple[type[BaseException], ...] = (TransientError, ConnectionError)
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     what: str,
     timeout: float,
@@ -30,7 +30,7 @@ def wait_for(
     """
     last: list[object] = [None]
 
-    def attempt() -> T:
+    def attempt() -> T | None:
         try:
             value = predicate()
         except retry_on as exc:
@@ -48,11 +48,13 @@ def wait_for(
         reraise=False,
     )
     try:
-        return retrying(attempt)
+        value = retrying(attempt)
     except tenacity.RetryError as exc:
         raise WaitTimeout(
             f"timed out after {timeout:g}s waiting for {what} (last seen: {last[0]!r})"
         ) from exc
+    assert value is not None  # tenacity returns only a truthy result
+    return value
 
 
 def sample(
