@@ -25,7 +25,7 @@ system:
 # Kubernetes, etcd and kwok from their Go modules, the toolbox and pause images
 # from Debian packages: tens of minutes the first time, seconds afterwards.
 binaries: venv system
-	$(PY) -m failure_stories.prepare
+	$(PY) -m failure_stories.tools.prepare
 
 lint: venv
 	.venv/bin/ruff check src tests scenarios operator images
@@ -57,7 +57,7 @@ test: setup lint
 	.venv/bin/pytest tests scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m failure_stories.bench --out bench.json $(BENCH_ARGS)
+	$(PY) -m failure_stories.tools.bench --out bench.json $(BENCH_ARGS)
 
 clean-cluster: venv
 	$(KFS) cluster down

@@ -3,7 +3,7 @@
 Run:  kopf run --standalone --namespace NS operator/gameday.py
 
 One daemon per GameDay. It starts a worker process per run
-(``failure_stories.gameday_worker``: the same Runner as `kfs run`), follows the
+(``failure_stories.gameday.worker``: the same Runner as `kfs run`), follows the
 worker's event log into ``status`` and Kubernetes Events, and counts runs,
 verdicts and phase durations for Prometheus (``KFS_METRICS_PORT``).
 
@@ -36,11 +36,9 @@ import prometheus_client
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from failure_stories import scenario as scenarios
-from failure_stories.cleanup import revert_run
-from failure_stories.errors import KfsError
-from failure_stories.events import EventKind
-from failure_stories.gameday_resource import (
+from failure_stories.contract import scenario as scenarios
+from failure_stories.core.errors import KfsError
+from failure_stories.gameday.resource import (
     GAMEDAY_LABEL,
     GROUP,
     PLURAL,
@@ -54,8 +52,10 @@ from failure_stories.gameday_resource import (
     next_run,
     now_iso,
 )
-from failure_stories.operator_runtime import load_client_config
+from failure_stories.operator.runtime import load_client_config
 from failure_stories.providers.local import LocalProvider
+from failure_stories.run.cleanup import revert_run
+from failure_stories.run.events import EventKind
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 STATE_DIR = Path(os.environ.get("KFS_GAMEDAY_STATE", "/var/lib/kfs/gamedays"))

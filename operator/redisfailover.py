@@ -4,7 +4,7 @@ Run:  kopf run --standalone --namespace NS operator/redisfailover.py
 
 Each reconciliation observes the world (the pods, their labels and annotations,
 and the ``INFO`` of every reachable redis-server), asks
-``failure_stories.redis_failover.plan`` for the single next step, performs it,
+``failure_stories.operator.redis_failover.plan`` for the single next step, performs it,
 and writes ``status``. Nothing is remembered between calls: the master is the
 pod labelled ``kfs.dev/role=master``, so the operator can be killed at any
 point (even mid-failover) and continue after a restart.
@@ -32,10 +32,10 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from failure_stories import redis_failover as rf
-from failure_stories.errors import WaitTimeout
-from failure_stories.operator_runtime import load_client_config
-from failure_stories.wait import wait_for
+from failure_stories.core.errors import WaitTimeout
+from failure_stories.core.wait import wait_for
+from failure_stories.operator import redis_failover as rf
+from failure_stories.operator.runtime import load_client_config
 
 RESOURCE = (rf.GROUP, rf.VERSION, rf.PLURAL)
 DEFAULT_IMAGE = os.environ.get("KFS_REDIS_IMAGE", "localhost/kfs/toolbox:v1")

@@ -5,7 +5,7 @@ when it really holds its master's data: link up, no full sync running, not
 loading. ``redis-cli ping`` (the naive probe) passes long before that, while
 the replica is still empty - the gap that lost Flant's data.
 
-The same rules live in failure_stories.redis_failover.readiness; a unit test
+The same rules live in failure_stories.operator.redis_failover.readiness; a unit test
 keeps the two in step. Exit 0 = ready, 1 = not ready (reason on stdout).
 
 Run as: python3 /opt/kfs/workloads/redis_ready.py [--port 6379]

@@ -7,9 +7,7 @@ import re
 import time
 from typing import Any
 
-from failure_stories.context import RunContext
-from failure_stories.errors import RunError
-from failure_stories.wait import wait_for
+from failure_stories import RunContext, RunError, wait_for
 
 CPU_LIMIT_MILLI = 200
 LOAD = ["--rate", "1.5", "--duration", "40"]

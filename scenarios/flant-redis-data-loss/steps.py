@@ -13,11 +13,16 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from failure_stories import operator_runtime
+from failure_stories import (
+    RunContext,
+    RunError,
+    TransientError,
+    WaitTimeout,
+    sample,
+    start_operator,
+    wait_for,
+)
 from failure_stories import redis_failover as rf
-from failure_stories.context import RunContext
-from failure_stories.errors import RunError, TransientError, WaitTimeout
-from failure_stories.wait import sample, wait_for
 
 KEYS = 300_000
 VALUE_BYTES = 100
@@ -319,7 +324,7 @@ def setup(ctx: RunContext) -> None:
     data_dir = f"{DATA_BASE}/{ctx.namespace}"
     ctx.variables["DATA_DIR"] = data_dir
     ctx.defer(f"remove {data_dir} on {node}", lambda: _rm_data(ctx, node, data_dir))
-    operator_runtime.start_for_run(ctx)
+    start_operator(ctx)
     ctx.defer("delete the RedisFailover and wait for its pods", lambda: _delete_failover(ctx))
     _create_baseline(ctx, "naive")
 

@@ -15,10 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from failure_stories.context import RunContext
-from failure_stories.errors import ProviderError, RunError, WaitTimeout
-from failure_stories.netns import OutsideHost
-from failure_stories.wait import wait_for
+from failure_stories import OutsideHost, ProviderError, RunContext, RunError, WaitTimeout, wait_for
 
 OUTSIDE_NET = "203.0.113.0/24"
 DASHBOARD_PORT = 4040

@@ -6,9 +6,7 @@ import json
 import secrets
 from typing import Any
 
-from failure_stories.context import RunContext
-from failure_stories.errors import RunError
-from failure_stories.wait import wait_for
+from failure_stories import RunContext, RunError, wait_for
 
 OUTSIDE_NET = "198.51.100.0/24"
 CALLS = 20

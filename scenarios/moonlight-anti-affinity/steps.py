@@ -6,10 +6,13 @@ import time
 from collections import Counter
 from typing import Any
 
-from failure_stories.context import RunContext
-from failure_stories.errors import ScenarioDefinitionError
-from failure_stories.providers.base import SIMULATED_NODE_LABEL
-from failure_stories.wait import sample, wait_for
+from failure_stories import (
+    SIMULATED_NODE_LABEL,
+    RunContext,
+    ScenarioDefinitionError,
+    sample,
+    wait_for,
+)
 
 WEB = "app=web"
 # Room left on each busy node: two web replicas (250m each), so anti-affinity

@@ -9,11 +9,17 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from websocket import WebSocketException
 
-from failure_stories.context import RunContext
-from failure_stories.errors import RunError, ScenarioDefinitionError, TransientError, WaitTimeout
-from failure_stories.kube import pod_ready
-from failure_stories.providers.base import REAL_NODE_LABEL
-from failure_stories.wait import sample, wait_for
+from failure_stories import (
+    REAL_NODE_LABEL,
+    RunContext,
+    RunError,
+    ScenarioDefinitionError,
+    TransientError,
+    WaitTimeout,
+    pod_ready,
+    sample,
+    wait_for,
+)
 
 LINES_PER_SECOND = 20
 FAULT_SECONDS = 15

@@ -1,3 +1,3 @@
-from failure_stories.cli import main
+from failure_stories.cli.main import main
 
 main()

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from failure_stories.kube import Kube
 from failure_stories.providers.base import Provider
+from failure_stories.providers.kube import Kube
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,10 +15,10 @@ import yaml
 from click.testing import CliRunner
 
 from failure_stories.audit import LATENCY_CRITICAL, collect
-from failure_stories.audit_cli import audit
+from failure_stories.cli.audit import audit
 from failure_stories.images import TOOLBOX_IMAGE
-from failure_stories.kube import Kube
 from failure_stories.providers.base import SIMULATED_NODE_LABEL
+from failure_stories.providers.kube import Kube
 
 Obj = dict[str, Any]
 

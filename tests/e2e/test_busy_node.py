@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from failure_stories import scenario as scenarios
+from failure_stories.contract import scenario as scenarios
 from failure_stories.providers.base import Provider
-from failure_stories.runner import Runner
+from failure_stories.run.runner import Runner
 
 
 def test_buffer_beside_a_busy_process_per_cpu_says_too_busy(kfs_provider: Provider, tmp_path: Path):

@@ -9,7 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from failure_stories.wait import wait_for
+from failure_stories.core.wait import wait_for
 
 STORY = "moonlight-anti-affinity"
 REPO = Path(__file__).resolve().parents[2]

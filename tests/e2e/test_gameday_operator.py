@@ -24,14 +24,14 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from failure_stories import netns
-from failure_stories import operator_runtime as runtime
-from failure_stories.gameday_resource import GROUP, KIND, PLURAL, VERSION, Worker
-from failure_stories.kube import Kube
+from failure_stories.contract.scenario import PHASES
+from failure_stories.core.wait import sample, wait_for
+from failure_stories.gameday.resource import GROUP, KIND, PLURAL, VERSION, Worker
+from failure_stories.host import netns
+from failure_stories.operator import runtime
 from failure_stories.providers.base import Provider
+from failure_stories.providers.kube import Kube
 from failure_stories.providers.local import layout as L
-from failure_stories.scenario import PHASES
-from failure_stories.wait import sample, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories.html_report import write_html
-from failure_stories.report import read_reports
+from failure_stories.reporting.html import write_html
+from failure_stories.reporting.model import read_reports
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = [

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from failure_stories import images
-from failure_stories.wait import wait_for
+from failure_stories.core.wait import wait_for
 
 pytestmark = [
     pytest.mark.e2e,

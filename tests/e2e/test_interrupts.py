@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from kubernetes.client.rest import ApiException
 
-from failure_stories import netns
-from failure_stories.scenario import PHASES
-from failure_stories.wait import wait_for
+from failure_stories.contract.scenario import PHASES
+from failure_stories.core.wait import wait_for
+from failure_stories.host import netns
 
 STORY = "mindtickle-external-snat"
 

@@ -22,12 +22,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from failure_stories import operator_runtime
-from failure_stories import redis_failover as rf
+from failure_stories.core.wait import wait_for
 from failure_stories.images import TOOLBOX_IMAGE
-from failure_stories.kube import Kube
+from failure_stories.operator import redis_failover as rf
+from failure_stories.operator import runtime as operator_runtime
 from failure_stories.providers.base import Provider
-from failure_stories.wait import wait_for
+from failure_stories.providers.kube import Kube
 
 pytestmark = pytest.mark.e2e
 

@@ -16,18 +16,18 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from failure_stories import operator_image
-from failure_stories import operator_runtime as runtime
-from failure_stories import redis_failover as rf
-from failure_stories.gameday_resource import GROUP as GD_GROUP
-from failure_stories.gameday_resource import KIND as GD_KIND
-from failure_stories.gameday_resource import PLURAL as GD_PLURAL
-from failure_stories.gameday_resource import VERSION as GD_VERSION
+from failure_stories.core.wait import wait_for
+from failure_stories.gameday.resource import GROUP as GD_GROUP
+from failure_stories.gameday.resource import KIND as GD_KIND
+from failure_stories.gameday.resource import PLURAL as GD_PLURAL
+from failure_stories.gameday.resource import VERSION as GD_VERSION
 from failure_stories.images import TOOLBOX_IMAGE
-from failure_stories.kube import KFS as KFS_LABEL
-from failure_stories.kube import MANAGED_BY, Kube
+from failure_stories.operator import image as operator_image
+from failure_stories.operator import redis_failover as rf
+from failure_stories.operator import runtime
 from failure_stories.providers.base import REAL_NODE_LABEL, Provider
-from failure_stories.wait import wait_for
+from failure_stories.providers.kube import KFS as KFS_LABEL
+from failure_stories.providers.kube import MANAGED_BY, Kube
 
 pytestmark = pytest.mark.e2e
 

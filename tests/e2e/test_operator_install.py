@@ -14,12 +14,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from failure_stories import operator_runtime as runtime
-from failure_stories.gameday_resource import GROUP, KIND, PLURAL, VERSION
-from failure_stories.kube import KFS as KFS_LABEL
-from failure_stories.kube import MANAGED_BY, Kube
+from failure_stories.core.wait import wait_for
+from failure_stories.gameday.resource import GROUP, KIND, PLURAL, VERSION
+from failure_stories.operator import runtime
 from failure_stories.providers.base import REAL_NODE_LABEL, Provider
-from failure_stories.wait import wait_for
+from failure_stories.providers.kube import KFS as KFS_LABEL
+from failure_stories.providers.kube import MANAGED_BY, Kube
 
 pytestmark = pytest.mark.e2e
 

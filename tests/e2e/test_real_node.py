@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories import netns
+from failure_stories.core.wait import wait_for
+from failure_stories.host import netns
 from failure_stories.images import TOOLBOX_IMAGE
-from failure_stories.kube import Kube, pod_ready
 from failure_stories.providers.base import REAL_NODE_LABEL
+from failure_stories.providers.kube import Kube, pod_ready
 from failure_stories.providers.local import layout as L
-from failure_stories.wait import wait_for
 
 
 def pod(name: str, command: list[str], **spec: object) -> dict:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from failure_stories import netns
+from failure_stories.host import netns
 from failure_stories.providers.local import LocalProvider
 from failure_stories.providers.local import layout as L
 

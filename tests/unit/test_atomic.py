@@ -7,7 +7,7 @@ import json
 import threading
 from pathlib import Path
 
-from failure_stories import atomic
+from failure_stories.core import atomic
 
 
 def test_readers_never_see_a_partial_file(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from failure_stories import audit as A
-from failure_stories import audit_cli
-from failure_stories.errors import ClusterUnreachableError
+from failure_stories.cli import audit as audit_cli
+from failure_stories.core.errors import ClusterUnreachableError
 
 Obj = dict[str, Any]
 

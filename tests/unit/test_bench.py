@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories import bench
-from failure_stories.report import PhaseResult, ScenarioReport
-from failure_stories.scenario import discover
+from failure_stories.contract.scenario import discover
+from failure_stories.reporting.model import PhaseResult, ScenarioReport
+from failure_stories.tools import bench
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories.errors import ProviderError
+from failure_stories.core.errors import ProviderError
 from failure_stories.providers.local import binaries
 
 

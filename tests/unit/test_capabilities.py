@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories import scenario as scenarios
-from failure_stories import session
-from failure_stories.errors import ProviderError, ScenarioDefinitionError
+from failure_stories.contract import scenario as scenarios
+from failure_stories.core.errors import ProviderError, ScenarioDefinitionError
 from failure_stories.providers.capabilities import CAPABILITIES, lacking
 from failure_stories.providers.existing import ExistingProvider
 from failure_stories.providers.kind import KindProvider
 from failure_stories.providers.local import LocalProvider
 from failure_stories.providers.local import layout as L
-from failure_stories.runner import Runner
+from failure_stories.run import session
+from failure_stories.run.runner import Runner
 
 
 @pytest.fixture(autouse=True)

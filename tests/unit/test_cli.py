@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from failure_stories.cli import cli
+from failure_stories.cli.main import cli
 
 
 def kfs(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from failure_stories.errors import DefinitionError, UnknownScenarioError
-from failure_stories.gameday_resource import EventTail, GameDaySpec, Metrics, fold, next_run
+from failure_stories.core.errors import DefinitionError, UnknownScenarioError
+from failure_stories.gameday.resource import EventTail, GameDaySpec, Metrics, fold, next_run
 
 
 def test_spec_defaults_to_a_single_unattended_run() -> None:
@@ -146,9 +146,9 @@ def test_metrics_count_verdicts_and_phase_durations() -> None:
 def test_every_event_the_runner_emits_reaches_the_status_through_the_event_log(tmp_path: Path):
     """Runner -> worker's event log -> operator status, with one schema: an event
     kind spelled differently anywhere would leave the status untouched here."""
-    from failure_stories.events import Event, EventKind
-    from failure_stories.gameday_worker import EventLog
-    from failure_stories.report import MeasurementResult, PhaseResult
+    from failure_stories.gameday.worker import EventLog
+    from failure_stories.reporting.model import MeasurementResult, PhaseResult
+    from failure_stories.run.events import Event, EventKind
 
     log = EventLog(tmp_path / "events.jsonl", "s")
     result = PhaseResult("symptom", seconds=2.0)

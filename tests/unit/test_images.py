@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from failure_stories import images
-from failure_stories.errors import MissingToolError, ProviderError
+from failure_stories.core.errors import MissingToolError, ProviderError
 
 IS_ROOT = os.geteuid() == 0
 

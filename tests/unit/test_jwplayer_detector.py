@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from failure_stories.scenario import discover
+from failure_stories.contract.scenario import discover
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from failure_stories import images
-from failure_stories import scenario as scenarios
-from failure_stories.errors import DefinitionError
+from failure_stories.contract import scenario as scenarios
+from failure_stories.core.errors import DefinitionError
 from failure_stories.providers.kind import KindProvider
 
 FAKE = """#!/bin/sh

@@ -79,7 +79,7 @@ def test_runs_on_a_warm_cluster_check_it_together(
 def test_down_leaves_no_lock_records_and_keeps_held_ones(
     provider: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from failure_stories import locks
+    from failure_stories.host import locks
 
     monkeypatch.setattr(provider, "_down", lambda: None)
     with locks.held("run-kfs-other-abc123", "another run"):
@@ -96,7 +96,7 @@ def test_down_leaves_no_lock_records_and_keeps_held_ones(
 def test_a_lock_on_a_file_removed_meanwhile_is_not_held(tmp_path: Path, monkeypatch):
     """`down` unlinks lock files; one unlinked between a waiter's open and its
     flock must not count as held, or two processes would both hold the lock."""
-    from failure_stories import locks
+    from failure_stories.host import locks
 
     monkeypatch.setenv("KFS_LOCK_DIR", str(tmp_path / "locks"))
     path = tmp_path / "locks" / "node.lock"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories import node_cpu
-from failure_stories.errors import NodeTooBusyError
-from failure_stories.node_cpu import CpuTimes
+from failure_stories.core.errors import NodeTooBusyError
+from failure_stories.host import node_cpu
+from failure_stories.host.node_cpu import CpuTimes
 
 STAT = """\
 cpu  4705 356 584 3699 23 23 0 0 0 0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories import operator_image
-from failure_stories.errors import ProviderError
+from failure_stories.core.errors import ProviderError
+from failure_stories.operator import image as operator_image
 
 REPO = Path(__file__).resolve().parents[2]
 

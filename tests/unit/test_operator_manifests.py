@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from failure_stories import operator_runtime as runtime
+from failure_stories.operator import runtime
 
 
 class FakeKube:
@@ -67,7 +67,7 @@ def test_kind_deployment_stays_least_privilege_and_declines_gamedays() -> None:
 
 
 def test_kind_deployment_runs_the_offline_image_and_can_be_pinned() -> None:
-    from failure_stories import operator_image
+    from failure_stories.operator import image as operator_image
 
     free = _deployment(runtime.InClusterOperator(FakeKube()).manifests())  # type: ignore[arg-type]
     assert "nodeSelector" not in free["spec"]["template"]["spec"]

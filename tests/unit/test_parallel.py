@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories import locks
-from failure_stories import scenario as scenarios
-from failure_stories.errors import Interrupted, WaitTimeout
-from failure_stories.parallel import Job, Pool, order
+from failure_stories.contract import scenario as scenarios
+from failure_stories.core.errors import Interrupted, WaitTimeout
+from failure_stories.host import locks
+from failure_stories.run.parallel import Job, Pool, order
 
 
 def test_timing_stories_go_first_alone_then_the_longest() -> None:

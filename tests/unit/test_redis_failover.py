@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from failure_stories import redis_failover as rf
+from failure_stories.operator import redis_failover as rf
 
 WORKLOADS = Path(__file__).resolve().parents[2] / "images" / "workloads"
 IMAGE = "localhost/kfs/toolbox:v1"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from failure_stories import scenario as scenarios
-from failure_stories.errors import Interrupted
-from failure_stories.runner import Runner
-from failure_stories.scenario import PHASES
+from failure_stories.contract import scenario as scenarios
+from failure_stories.contract.scenario import PHASES
+from failure_stories.core.errors import Interrupted
+from failure_stories.run.runner import Runner
 
 STEPS = """
 from pathlib import Path
@@ -208,7 +208,7 @@ def test_a_signal_in_any_phase_reverts_and_cleans_up(make_scenario, provider, tm
 def test_dry_run_prints_the_plan_and_touches_nothing(monkeypatch):
     from click.testing import CliRunner
 
-    from failure_stories import cli as cli_module
+    from failure_stories.cli import main as cli_module
 
     def boom(*_a: object, **_k: object) -> None:
         raise AssertionError("a dry run must not reach a provider")

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from failure_stories import scenario as scenarios
-from failure_stories.errors import ScenarioDefinitionError, UnknownScenarioError
-from failure_stories.scenario import Threshold
+from failure_stories.contract import scenario as scenarios
+from failure_stories.contract.scenario import Threshold
+from failure_stories.core.errors import ScenarioDefinitionError, UnknownScenarioError
 
 
 @pytest.mark.parametrize(

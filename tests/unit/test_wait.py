@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from failure_stories.errors import TransientError, WaitTimeout
-from failure_stories.wait import sample, wait_for
+from failure_stories.core.errors import TransientError, WaitTimeout
+from failure_stories.core.wait import sample, wait_for
 
 
 def test_returns_the_first_truthy_value():

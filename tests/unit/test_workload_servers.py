@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories.wait import wait_for
+from failure_stories.core.wait import wait_for
 
 WORKLOADS = Path(__file__).resolve().parents[2] / "images" / "workloads"
 

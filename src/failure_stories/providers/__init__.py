@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from failure_stories.errors import DefinitionError
+from failure_stories.core.errors import DefinitionError
 from failure_stories.providers.base import Provider
 
 NAMES = ("local", "kind", "existing")

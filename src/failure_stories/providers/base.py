@@ -6,16 +6,13 @@ One small interface, one module per implementation (local, kind, existing).
 from __future__ import annotations
 
 import abc
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from failure_stories.errors import ProviderError
-
 if TYPE_CHECKING:
-    from failure_stories.kube import Kube
-    from failure_stories.scenario import Scenario
+    from failure_stories.contract.scenario import Scenario
+    from failure_stories.providers.kube import Kube
 
 # Label every provider puts on nodes that really run containers, so manifests
 # can pin real-runtime workloads the same way on local, kind and existing clusters.
@@ -88,19 +85,3 @@ class Provider(abc.ABC):
     def sweep_node_changes(self) -> list[str]:
         """Undo node-level faults that interrupted runs left (KFS-* chains...)."""
         return []
-
-
-def run(argv: list[str], check: bool = True, timeout: float = 120, **kw: Any) -> str:
-    """Run a host command; a failure becomes a one-line ProviderError."""
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False, **kw
-        )
-    except FileNotFoundError as exc:
-        raise ProviderError(f"{argv[0]} not found: {exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ProviderError(f"{' '.join(argv)} timed out after {timeout:g}s") from exc
-    if check and done.returncode != 0:
-        err = (done.stderr or done.stdout).strip().splitlines()
-        raise ProviderError(f"{' '.join(argv)} failed: {err[-1] if err else done.returncode}")
-    return str(done.stdout)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from failure_stories.netns import OutsideHost
+    from failure_stories.host.netns import OutsideHost
 
 
 @runtime_checkable
@@ -71,6 +71,7 @@ class OperatorHost(Protocol):
         """Where the operator's state directory lives (KFS_STATE of its process)."""
 
 
+# One interface per ability a story may name (contract.abilities), same order.
 CAPABILITIES: dict[str, type] = {
     "node-shell": NodeShell,
     "node-failure": NodeFailure,

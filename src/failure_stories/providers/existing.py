@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import config
 
-from failure_stories.errors import ClusterUnreachableError, GuardRefusedError
-from failure_stories.kube import Kube
+from failure_stories.core.errors import ClusterUnreachableError, GuardRefusedError
 from failure_stories.providers.base import ClusterStatus, Provider
+from failure_stories.providers.kube import Kube
 
 if TYPE_CHECKING:
-    from failure_stories.scenario import Scenario
+    from failure_stories.contract.scenario import Scenario
 
 
 def _kubeconfig_path() -> Path:

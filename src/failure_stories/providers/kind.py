@@ -12,20 +12,21 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from failure_stories.errors import ClusterUnreachableError, DefinitionError, MissingToolError
-from failure_stories.kube import Kube
+from failure_stories.core import paths
+from failure_stories.core.errors import ClusterUnreachableError, DefinitionError, MissingToolError
+from failure_stories.host.commands import run
 from failure_stories.providers.base import (
     REAL_NODE_LABEL,
     SIMULATED_NODE_LABEL,
     ClusterStatus,
     Provider,
-    run,
 )
+from failure_stories.providers.kube import Kube
 
 if TYPE_CHECKING:
-    from failure_stories.scenario import Scenario
+    from failure_stories.contract.scenario import Scenario
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "kind-configs"
+CONFIG_DIR = paths.KIND_CONFIGS
 PREFIX = "kfs-"
 
 

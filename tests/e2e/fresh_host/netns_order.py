@@ -15,12 +15,12 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from failure_stories import netns
-from failure_stories.errors import WaitTimeout
+from failure_stories.core.errors import WaitTimeout
+from failure_stories.core.wait import wait_for
+from failure_stories.host import netns
 from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.providers.base import REAL_NODE_LABEL
 from failure_stories.providers.local import LocalProvider, netns_dir
-from failure_stories.wait import wait_for
 
 POD = {
     "apiVersion": "v1",

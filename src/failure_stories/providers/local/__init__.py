@@ -9,16 +9,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from failure_stories import locks, netns
-from failure_stories.errors import ClusterUnreachableError, ProviderError
-from failure_stories.kube import Kube
-from failure_stories.netns import OutsideHost
-from failure_stories.providers.base import ClusterStatus, Provider, run
+from failure_stories.core.errors import ClusterUnreachableError, ProviderError
+from failure_stories.core.wait import wait_for
+from failure_stories.host import locks, netns
+from failure_stories.host.commands import run
+from failure_stories.host.netns import OutsideHost
+from failure_stories.host.processes import Supervisor
+from failure_stories.providers.base import ClusterStatus, Provider
+from failure_stories.providers.kube import Kube
 from failure_stories.providers.local import binaries, controlplane, hostnet, simulated
 from failure_stories.providers.local import layout as L
 from failure_stories.providers.local.node import CGROUP_ROOT, RealNode
-from failure_stories.providers.local.processes import Supervisor
-from failure_stories.wait import wait_for
 
 CLUSTER_LOCK = "local-cluster"
 # A down waits for GameDay runs to revert (up to 120 s each) and a cold up

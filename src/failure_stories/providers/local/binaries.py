@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from failure_stories.errors import MissingToolError, ProviderError
+from failure_stories.core import paths
+from failure_stories.core.errors import MissingToolError, ProviderError
 
 KUBERNETES_VERSION = "v1.34.4"
 KWOK_VERSION = "v0.7.0"
@@ -26,7 +27,7 @@ K8S_COMMANDS = (
     "kube-proxy",
     "kubectl",
 )
-REPO = Path(__file__).resolve().parents[4]
+REPO = paths.REPO
 
 
 def cache_dir() -> Path:

@@ -8,12 +8,12 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from failure_stories.errors import ProviderError, WaitTimeout
+from failure_stories.core.errors import ProviderError, WaitTimeout
+from failure_stories.core.wait import wait_for
+from failure_stories.host.processes import Supervisor
 from failure_stories.providers.local import binaries
 from failure_stories.providers.local import layout as L
 from failure_stories.providers.local.pki import PKI, Identity
-from failure_stories.providers.local.processes import Supervisor
-from failure_stories.wait import wait_for
 
 API_URL = f"https://127.0.0.1:{L.API_PORT}"
 

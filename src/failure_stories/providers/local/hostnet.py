@@ -11,9 +11,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from failure_stories import atomic
-from failure_stories.errors import ProviderError
-from failure_stories.providers.base import run
+from failure_stories.core import atomic
+from failure_stories.core.errors import ProviderError
+from failure_stories.host.commands import run
 from failure_stories.providers.local import layout as L
 
 SYSCTLS = {

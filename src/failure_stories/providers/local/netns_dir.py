@@ -25,8 +25,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from failure_stories import atomic
-from failure_stories.providers.base import run
+from failure_stories.core import atomic
+from failure_stories.host.commands import run
 
 NETNS_DIR = Path("/run/netns")
 # containerd's CRI names its pod namespaces cni-<uuid>; ours outside hosts kfs-ext-*.

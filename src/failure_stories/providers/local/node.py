@@ -15,12 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from failure_stories.errors import MissingToolError, ProviderError
+from failure_stories.core.errors import MissingToolError, ProviderError
+from failure_stories.core.wait import wait_for
+from failure_stories.host.processes import Supervisor
 from failure_stories.providers.base import REAL_NODE_LABEL
 from failure_stories.providers.local import binaries, hostnet, netns_dir
 from failure_stories.providers.local import layout as L
-from failure_stories.providers.local.processes import Supervisor
-from failure_stories.wait import wait_for
 
 RUN_DIR = Path("/run/kfs")
 CONTAINERD_SOCK = RUN_DIR / "containerd" / "containerd.sock"

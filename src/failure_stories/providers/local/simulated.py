@@ -7,10 +7,10 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from failure_stories.kube import Kube
+from failure_stories.core.wait import wait_for
 from failure_stories.providers.base import SIMULATED_NODE_LABEL
+from failure_stories.providers.kube import Kube
 from failure_stories.providers.local import layout as L
-from failure_stories.wait import wait_for
 
 CPU = "4"
 MEMORY = "16Gi"

@@ -1,0 +1,466 @@
+"""The `kfs` command line."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from failure_stories.cli.audit import audit
+from failure_stories.cli.operator import operator_group
+from failure_stories.cli.options import allow_option, context_option, provider_option
+from failure_stories.contract import scenario as scenarios
+from failure_stories.core.errors import Interrupted, KfsError
+from failure_stories.providers import get_provider
+from failure_stories.reporting.html import write_html
+from failure_stories.reporting.model import (
+    ScenarioReport,
+    read_reports,
+    report_path,
+    write_json,
+    write_junit,
+)
+from failure_stories.run import session
+from failure_stories.run.events import Event, EventKind
+from failure_stories.run.runner import Runner
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+VERDICT_STYLE = {
+    "passed": "bold green",
+    "not-reproduced": "bold yellow",
+    "not-fixed": "bold red",
+    "error": "bold magenta",
+}
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]kfs: error:[/red] {message}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+class KfsGroup(click.Group):
+    """Turns every KfsError into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KfsError as exc:
+            _fail(str(exc))
+        except Interrupted as exc:
+            _fail(f"{exc}; teardown ran", 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+
+@click.group(cls=KfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kube-failure-stories", prog_name="kfs")
+def cli() -> None:
+    """kube-failure-stories: published Kubernetes incidents as scenarios that prove
+    the fault reproduces and the documented mitigation fixes it."""
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def list_cmd(as_json: bool) -> None:
+    """List every scenario with its company, year and source."""
+    found = scenarios.discover()
+    rows: list[dict[str, str]] = [
+        {
+            "id": s.id,
+            "title": s.meta.title,
+            "company": s.meta.company,
+            "year": str(s.meta.year),
+            "source": s.meta.source,
+        }
+        for s in found.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="kube-failure-stories")
+    for col in ("id", "company", "year", "title", "source"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["id"], r["company"], r["year"], r["title"], r["source"])
+    console.print(table)
+
+
+@cli.command()
+@click.argument("scenario_id")
+def describe(scenario_id: str) -> None:
+    """Tell a story: what happened, the fault, the symptom, the fix, what is measured."""
+    s = scenarios.get(scenario_id)
+    m = s.meta
+    console.print(f"[bold]{m.title}[/bold] - {m.company}, {m.year}")
+    console.print(f"source: {m.source}\n")
+    for label, text in (
+        ("Story", m.story),
+        ("Fault", m.fault),
+        ("Symptom", m.symptom),
+        ("Mitigation", m.mitigation),
+    ):
+        console.print(f"[bold]{label}[/bold]\n{text}\n")
+    if m.needs:
+        console.print(f"[bold]Needs from the provider[/bold]\n{', '.join(m.needs)}\n")
+    table = Table(title="What is measured")
+    for col in ("measurement", "meaning", "symptom", "verify"):
+        table.add_column(col, overflow="fold")
+    for name, meaning in m.measured.items():
+        sym = m.checks.get("symptom", {}).get(name)
+        ver = m.checks.get("verify", {}).get(name)
+        table.add_row(name, meaning, str(sym or "reported"), str(ver or "reported"))
+    console.print(table)
+
+
+class Progress:
+    """Prints each phase as it starts and ends, with its live measurements."""
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is EventKind.PHASE_START:
+            console.print(f"  [cyan]>[/cyan] {event.scenario} [bold]{event.phase}[/bold]")
+        elif event.kind is EventKind.LOG:
+            console.print(f"      {event.message}", style="dim")
+        elif event.kind is EventKind.PHASE_END and event.result is not None:
+            r = event.result
+            mark = "[green]ok[/green]" if r.ok else "[red]FAILED[/red]"
+            console.print(f"    {mark} {event.phase} ({r.seconds:.1f}s)")
+            for name, meas in r.measurements.items():
+                judged = (
+                    ""
+                    if meas.threshold is None
+                    else (f" (want {meas.threshold}: {'ok' if meas.ok else 'NO'})")
+                )
+                console.print(f"      {name} = {meas.value:g}{judged}")
+            if r.error:
+                console.print(f"      [red]{r.error}[/red]")
+
+
+def _summary(reports: list[ScenarioReport]) -> None:
+    table = Table(title="Summary")
+    for col in ("scenario", "verdict", "seconds", "key numbers"):
+        table.add_column(col, overflow="fold")
+    for rep in reports:
+        numbers = []
+        for phase in ("symptom", "verify"):
+            p = rep.phase(phase)
+            if p and p.measurements:
+                numbers.append(
+                    phase
+                    + ": "
+                    + ", ".join(
+                        f"{k}={v.value:g}" for k, v in p.measurements.items() if v.threshold
+                    )
+                )
+        table.add_row(
+            rep.scenario,
+            f"[{VERDICT_STYLE[rep.verdict]}]{rep.verdict}[/]",
+            f"{rep.seconds:.1f}",
+            "\n".join(numbers) or (rep.error or ""),
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.argument("scenario_ids", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
+@provider_option
+@context_option
+@allow_option
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Where <id>.json and junit.xml are written.",
+)
+@click.option(
+    "--keep-cluster",
+    is_flag=True,
+    help="Keep a cluster this run created (for debugging); by default it is deleted.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print every change each phase would make; change nothing."
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="Scenarios at once (local/existing). Stories that measure timing run alone and "
+    "stories that share a node resource take turns, so results are unchanged.",
+)
+def run(
+    scenario_ids: tuple[str, ...],
+    run_all: bool,
+    provider: str,
+    context: str | None,
+    allow_context: str | None,
+    report_dir: Path,
+    keep_cluster: bool,
+    dry_run: bool,
+    jobs: int,
+) -> None:
+    """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
+
+    Exit code 0 only if every scenario passed."""
+    if run_all and scenario_ids:
+        raise click.UsageError("give scenario ids or --all, not both")
+    if not run_all and not scenario_ids:
+        raise click.UsageError("name at least one scenario (see `kfs list`) or pass --all")
+    chosen = (
+        list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
+    )
+    if dry_run:
+        for s in chosen:
+            print_plan(s)
+        return
+    prov = get_provider(
+        provider, context=context, allow_context=allow_context, keep_cluster=keep_cluster
+    )
+    if jobs > 1 and not prov.shared_cluster:
+        raise click.UsageError(
+            f"--jobs needs one shared cluster (local or existing); {provider} builds one per story"
+        )
+    session.refuse_unfit(prov, chosen)
+    runner = Runner(prov, report_dir, Progress())
+    reports: list[ScenarioReport] = []
+    with session.cluster(prov, keep=keep_cluster, say=console.print):
+        try:
+            if jobs > 1 and len(chosen) > 1:
+                prov.up()  # once, before the children; they leave it up
+                extra = ["--provider", provider, "--keep-cluster"]
+                extra += ["--context", context] if context else []
+                extra += ["--allow-context", allow_context] if allow_context else []
+                _run_jobs(chosen, report_dir, jobs, extra, reports)
+            else:
+                for s in chosen:
+                    console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
+                    reports.append(runner.run(s))
+        finally:
+            if reports:
+                write_junit(reports, report_dir)
+                write_html(reports, report_dir)
+    _summary(reports)
+    console.print(f"reports: {report_dir}/")
+    if any(r.verdict != "passed" for r in reports):
+        sys.exit(1)
+
+
+def _run_jobs(
+    chosen: list[scenarios.Scenario],
+    report_dir: Path,
+    jobs: int,
+    extra: list[str],
+    reports: list[ScenarioReport],
+) -> None:
+    """Each scenario in its own `kfs run` process, lines prefixed with its id;
+    ``reports`` gets every report written, also when interrupted."""
+    from failure_stories.run.parallel import run_all
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for s in chosen:  # a stale report must never stand in for this run's
+        report_path(report_dir, s.id).unlink(missing_ok=True)
+    width = max(len(s.id) for s in chosen)
+
+    def say(scenario_id: str, line: str) -> None:
+        console.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
+
+    finished: dict[str, int | None] = {}
+    try:
+        for job in run_all(chosen, report_dir, jobs, extra, say):
+            finished[job.scenario.id] = job.returncode
+    finally:
+        found = [_report_of(s, report_dir, finished) for s in chosen]
+        reports.extend(r for r in found if r is not None)
+
+
+def _report_of(
+    s: scenarios.Scenario, report_dir: Path, finished: dict[str, int | None]
+) -> ScenarioReport | None:
+    path = report_path(report_dir, s.id)
+    if path.exists():
+        return ScenarioReport.from_json(json.loads(path.read_text()))
+    if s.id not in finished:
+        return None  # never started (interrupted before its turn)
+    return ScenarioReport(
+        scenario=s.id,
+        provider="",
+        started_at="",
+        verdict="error",
+        error=f"its process exited with code {finished[s.id]} before writing a report",
+    )
+
+
+@cli.command()
+@click.argument("words", nargs=-1, required=True, metavar="ID | reveal ID")
+@provider_option
+@click.option(
+    "--report-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
+)
+@click.option(
+    "--reveal-after",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Reveal by itself after this long (for scripts; no prompt is needed).",
+)
+def gameday(
+    words: tuple[str, ...], provider: str, report_dir: Path, reveal_after: float | None
+) -> None:
+    """Guided game day: `kfs gameday ID` injects the story's fault and pages you;
+    type h for hints and reveal when you have a diagnosis. From another terminal,
+    `kfs gameday reveal ID` ends the hold. Ends with a debrief."""
+    from failure_stories.gameday.drill import Drill, request_reveal
+
+    if words[0] == "reveal":
+        if len(words) != 2:
+            raise click.UsageError("usage: kfs gameday reveal ID")
+        scenarios.get(words[1])
+        console.print(f"reveal requested ({request_reveal(words[1])})")
+        return
+    if len(words) != 1:
+        raise click.UsageError("usage: kfs gameday ID  (or: kfs gameday reveal ID)")
+    s = scenarios.get(words[0])
+    drill = Drill(
+        s,
+        lambda text: console.print(text, markup=False, highlight=False),
+        interactive=sys.stdin.isatty(),
+        reveal_after=reveal_after,
+    )
+    prov = get_provider(provider)
+    session.refuse_unfit(prov, [s])
+    runner = Runner(prov, report_dir, Progress(), hold_fault=drill.hold)
+    with session.cluster(prov):
+        rep = runner.run(s)
+    rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
+    rep.info["hints_used"] = drill.hints_shown
+    write_json(rep, report_dir)
+    drill.debrief(rep)
+    if rep.verdict != "passed":
+        sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Directory holding <id>.json reports.",
+)
+def report(report_dir: Path) -> None:
+    """Regenerate junit.xml and report.html from the JSON reports in a directory."""
+    reports = read_reports(report_dir) if report_dir.is_dir() else []
+    if not reports:
+        raise click.UsageError(f"no <id>.json reports in {report_dir}: run `kfs run` first")
+    junit, page = write_junit(reports, report_dir), write_html(reports, report_dir)
+    console.print(f"{len(reports)} reports -> {junit}, {page}")
+
+
+@cli.command()
+@provider_option
+def cleanup(provider: str) -> None:
+    """Remove what crashed runs left behind: kfs namespaces and cluster objects,
+    KFS-* iptables chains, outside-world network namespaces, frozen nodes."""
+    from failure_stories.run.cleanup import sweep
+
+    for line in sweep(get_provider(provider)):
+        console.print(line)
+
+
+def print_plan(s: scenarios.Scenario) -> None:
+    """The dry run: the declared changes per phase and the objects they apply."""
+    console.print(f"[bold]{s.id}[/bold] (dry run: nothing is changed)")
+    for phase in scenarios.PHASES:
+        steps = s.meta.plan.get(phase, ())
+        if phase == "teardown":
+            steps = (*steps, "delete the run's namespace and undo every change above")
+        console.print(f"  [cyan]{phase}[/cyan]")
+        for step in steps:
+            console.print(f"    - {step}", markup=False)
+            for name in re.findall(r"[\w.-]+\.yaml", step):
+                path = s.manifests / name
+                if path.is_file():
+                    for obj in scenarios.manifest_objects(path):
+                        console.print(f"        {obj}", markup=False)
+
+
+@cli.group()
+def cluster() -> None:
+    """Create, delete or inspect the cluster of a provider."""
+
+
+@cluster.command()
+@provider_option
+def up(provider: str) -> None:
+    """Create the cluster, or reuse it if it runs (idempotent)."""
+    prov = get_provider(provider)
+    prov.up()
+    _print_status(prov.status())
+
+
+@cluster.command()
+@provider_option
+def down(provider: str) -> None:
+    """Delete the cluster and everything it created (build caches stay)."""
+    get_provider(provider).down()
+    console.print(f"{provider} cluster deleted")
+
+
+@cluster.command()
+@provider_option
+def reset(provider: str) -> None:
+    """Delete the cluster, its state and every run's lock records: the host as a
+    new machine has it, build caches kept. `make test` starts from here."""
+    from failure_stories.run.cleanup import reset as reset_host
+
+    for line in reset_host(get_provider(provider)):
+        console.print(line)
+
+
+@cluster.command()
+@provider_option
+@context_option
+def status(provider: str, context: str | None) -> None:
+    """Show the nodes and the kubeconfig path."""
+    st = get_provider(provider, context=context).status()
+    _print_status(st)
+    if not st.running:
+        sys.exit(1)
+
+
+def _print_status(st: Any) -> None:
+    if not st.running:
+        console.print(f"{st.provider} cluster: not running ({st.detail or 'no processes'})")
+        return
+    console.print(f"{st.provider} cluster: running")
+    console.print(f"kubeconfig: {st.kubeconfig}")
+    if st.detail:
+        console.print(f"components: {st.detail}")
+    table = Table()
+    for col in ("node", "status", "kind", "kubelet"):
+        table.add_column(col)
+    for n in st.nodes:
+        table.add_row(n["name"], n["ready"], n["kind"], n["kubelet"])
+    console.print(table)
+
+
+cli.add_command(audit)
+cli.add_command(operator_group)
+
+
+def main() -> None:
+    cli(prog_name="kfs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The scenario's "outside world": hosts in network namespaces we create, on the
+documentation ranges, reachable from the node and nowhere else.
+
+An outside host gets a veth pair: the host end carries the gateway address, the
+namespace end the host's address; the namespace knows only its own /24, so a
+reply to an un-NATed pod address has nowhere to go - exactly the MindTickle
+failure. Every namespace is named kfs-ext-*, so cleanup can find strays."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from failure_stories.core.errors import ProviderError
+from failure_stories.host.commands import run
+
+PREFIX = "kfs-ext-"
+DOC_NETS = {
+    "198.51.100.0/24": ("198.51.100.1", "198.51.100.10"),
+    "203.0.113.0/24": ("203.0.113.1", "203.0.113.10"),
+}
+
+
+@dataclass
+class OutsideHost:
+    name: str
+    subnet: str
+    gateway: str  # on the node's side
+    address: str  # the outside host itself
+    host_veth: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def exec(self, argv: list[str], **kw: object) -> str:
+        return run(["ip", "netns", "exec", self.name, *argv], **kw)  # type: ignore[arg-type]
+
+    def serve_http(self, port: int = 80, body: str = "outside") -> None:
+        """A plain HTTP server inside the namespace, owned by this object."""
+        script = (
+            "import http.server as h\n"
+            "class H(h.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            f"        b = {body!r}.encode()\n"
+            "        self.send_response(200); self.send_header('Content-Length', str(len(b)))\n"
+            "        self.end_headers(); self.wfile.write(b)\n"
+            "    def log_message(self, *a): pass\n"
+            f"h.ThreadingHTTPServer(('{self.address}', {port}), H).serve_forever()\n"
+        )
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, "python3", "-c", script],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(proc)
+        from failure_stories.core.wait import wait_for
+
+        wait_for(
+            lambda: f"{self.address}:{port}" in self.exec(["ss", "-ltnH"]),
+            what=f"HTTP server on {self.address}:{port}",
+            timeout=15,
+            interval=0.1,
+        )
+
+    def delete(self) -> None:
+        for proc in self.processes:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.processes.clear()
+        # Deleting the namespace removes its veth end and so the pair.
+        run(["ip", "netns", "delete", self.name], check=False)
+        run(["ip", "link", "delete", self.host_veth], check=False)
+
+
+def create(subnet: str = "198.51.100.0/24") -> OutsideHost:
+    if subnet not in DOC_NETS:
+        raise ProviderError(f"outside hosts live on documentation ranges only: {list(DOC_NETS)}")
+    gateway, address = DOC_NETS[subnet]
+    for path in Path("/sys/class/net").glob("kfsx*"):
+        # One outside host per range: a second would clash on the same addresses.
+        if gateway in run(["ip", "-o", "-4", "addr", "show", "dev", path.name], check=False):
+            raise ProviderError(
+                f"an outside host on {subnet} already exists ({path.name}); "
+                "run `kfs cleanup` if it is a leftover"
+            )
+    tag = secrets.token_hex(3)
+    name, host_veth, ns_veth = PREFIX + tag, f"kfsx{tag}", f"kfsy{tag}"
+    host = OutsideHost(name, subnet, gateway, address, host_veth)
+    try:
+        run(["ip", "netns", "add", name])
+        run(["ip", "link", "add", host_veth, "type", "veth", "peer", "name", ns_veth])
+        run(["ip", "link", "set", ns_veth, "netns", name])
+        prefix = subnet.split("/")[1]
+        run(["ip", "addr", "add", f"{gateway}/{prefix}", "dev", host_veth])
+        run(["ip", "link", "set", host_veth, "up"])
+        host.exec(["ip", "addr", "add", f"{address}/{prefix}", "dev", ns_veth])
+        host.exec(["ip", "link", "set", ns_veth, "up"])
+        host.exec(["ip", "link", "set", "lo", "up"])
+    except Exception:
+        host.delete()
+        raise
+    return host
+
+
+def leftovers() -> list[str]:
+    out = run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+
+
+def sweep() -> list[str]:
+    """Delete outside hosts a crashed run left behind; return their names."""
+    names = leftovers()
+    for name in names:
+        tag = name[len(PREFIX) :]
+        run(["ip", "netns", "delete", name], check=False)
+        run(["ip", "link", "delete", f"kfsx{tag}"], check=False)
+    return names

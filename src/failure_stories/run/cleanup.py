@@ -1,0 +1,85 @@
+"""`kfs cleanup`: find and remove what interrupted or crashed runs left behind.
+
+Everything a run creates is findable: Kubernetes objects carry the kfs
+managed-by label, node-level changes use the KFS- / kfs-ext- name prefixes."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from kubernetes.client.rest import ApiException
+
+from failure_stories.core.errors import KfsError
+from failure_stories.host import netns
+from failure_stories.host.locks import held, remove_all, run_active, sweep_run_locks
+from failure_stories.providers.base import Provider
+from failure_stories.providers.kube import KFS, MANAGED_BY, RUN_LABEL
+
+# Cluster-scoped kinds a scenario may create (admission policies, CRDs...).
+CLUSTER_KINDS = (
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+)
+
+
+def sweep(provider: Provider) -> list[str]:
+    """`kfs cleanup`: everything kfs-labelled whose run is over, and the node's leftovers."""
+    return _sweep(provider, None, node_level=True) or ["nothing to clean up"]
+
+
+def revert_run(provider: Provider, namespaces: Collection[str], node_level: bool) -> list[str]:
+    """Undo what one dead run left: its namespaces, the cluster-scoped objects it
+    applied (labelled with its namespace) and, if its fault was node-level, the
+    node's leftovers (swept under the node lock, so no live run loses its own)."""
+    return _sweep(provider, set(namespaces), node_level=node_level)
+
+
+def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[str]:
+    done: list[str] = []
+    selector = f"{MANAGED_BY}={KFS}"
+    try:
+        kube = provider.kube()
+        for ns in kube.core.list_namespace(label_selector=selector).items:
+            name = ns.metadata.name
+            if only is not None and name not in only:
+                continue
+            if run_active(name):
+                done.append(f"kept namespace {name}: its run is in progress")
+                continue
+            kube.core.delete_namespace(name)
+            done.append(f"deleted namespace {name}")
+        for api_version, kind in CLUSTER_KINDS:
+            resource = kube.dynamic.resources.get(api_version=api_version, kind=kind)
+            for obj in resource.get(label_selector=selector).items:
+                run = (obj.metadata.labels or {}).get(RUN_LABEL)
+                if (only is not None and run not in only) or (run and run_active(run)):
+                    continue
+                resource.delete(name=obj.metadata.name)
+                done.append(f"deleted {kind} {obj.metadata.name}")
+    except (KfsError, ApiException) as exc:
+        done.append(f"cluster not reachable, skipped its objects ({str(exc).splitlines()[0]})")
+    for namespace in sweep_run_locks(only):
+        done.append(f"removed the stale lock of run {namespace}")
+    if not node_level:
+        return done
+    # Node-level leftovers are only swept while no run is changing the node.
+    with held("node", "runs that change the node to finish", timeout=600):
+        for name in provider.sweep_node_changes():
+            done.append(f"removed {name}")
+        for name in netns.sweep():
+            done.append(f"deleted outside host {name}")
+    return done
+
+
+def reset(provider: Provider) -> list[str]:
+    """`kfs cluster reset`: the cluster down, then the lock records of every run
+    gone, so the host holds nothing of kfs but its build caches - what a new
+    machine has. Refused while another kfs process holds a lock."""
+    provider.down()
+    done = [f"{provider.name} cluster deleted with its state"]
+    removed = remove_all()
+    if removed:
+        done.append(f"removed {len(removed)} lock records")
+    return done

@@ -1,0 +1,141 @@
+"""What a scenario's step functions receive: the namespace, the cluster, and helpers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from failure_stories.core.errors import ProviderError
+from failure_stories.host import node_cpu
+from failure_stories.providers.capabilities import (
+    CgroupReader,
+    NodeFailure,
+    NodeShell,
+    OutsideNetwork,
+)
+from failure_stories.providers.kube import Kube, render
+
+if TYPE_CHECKING:
+    from failure_stories.contract.scenario import Scenario
+    from failure_stories.providers.base import Provider
+
+T = TypeVar("T")
+
+
+@dataclass
+class Cleanup:
+    what: str
+    fn: Callable[[], None]
+
+
+@dataclass
+class RunContext:
+    scenario: Scenario
+    provider: Provider
+    kube: Kube
+    namespace: str
+    report_dir: Path
+    variables: dict[str, str] = field(default_factory=dict)
+    # Scratch space the steps share between phases (pod names, baselines...).
+    state: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
+    cleanups: list[Cleanup] = field(default_factory=list)
+    log: Callable[[str], None] = print
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "setup"
+    _pending: dict[str, float] = field(default_factory=dict)
+
+    # -- manifests --------------------------------------------------------------
+    def manifest(self, name: str, **extra: str) -> list[dict[str, Any]]:
+        """Render ``manifests/<name>`` with ${NAMESPACE}, ${TOOLBOX_IMAGE}... filled in."""
+        text = (self.scenario.manifests / name).read_text()
+        return render(text, {"NAMESPACE": self.namespace, **self.variables, **extra})
+
+    def apply(self, name: str, **extra: str) -> list[dict[str, Any]]:
+        objs = self.manifest(name, **extra)
+        self.kube.apply(objs, self.namespace)
+        return objs
+
+    # -- teardown ---------------------------------------------------------------
+    def defer(self, what: str, fn: Callable[[], None]) -> None:
+        """Register an undo action; teardown runs them newest first, always."""
+        self.cleanups.append(Cleanup(what, fn))
+
+    # -- the provider's abilities, typed (the story names them in `needs`) ------------
+    @property
+    def node_shell(self) -> NodeShell:
+        if not isinstance(self.provider, NodeShell):
+            raise self._lacks("node-shell")
+        return self.provider
+
+    @property
+    def node_failure(self) -> NodeFailure:
+        if not isinstance(self.provider, NodeFailure):
+            raise self._lacks("node-failure")
+        return self.provider
+
+    @property
+    def cgroups(self) -> CgroupReader:
+        if not isinstance(self.provider, CgroupReader):
+            raise self._lacks("cgroup-read")
+        return self.provider
+
+    @property
+    def outside_network(self) -> OutsideNetwork:
+        if not isinstance(self.provider, OutsideNetwork):
+            raise self._lacks("outside-network")
+        return self.provider
+
+    def _lacks(self, ability: str) -> ProviderError:
+        return ProviderError(
+            f"the {self.provider.name} provider lacks {ability}: add it to "
+            f"{self.scenario.id}'s needs, so that such a provider is refused up front"
+        )
+
+    # -- measurements -----------------------------------------------------------
+    def measure(self, name: str, value: float) -> None:
+        """Report a measurement of the current phase (steps may also return a dict)."""
+        self._pending[name] = float(value)
+
+    def take_measurements(self) -> dict[str, float]:
+        out, self._pending = self._pending, {}
+        return out
+
+    def record(self, series: str, value: float) -> None:
+        """Append a point (seconds since the run started, value) to a plotted series."""
+        self.series.setdefault(series, []).append(
+            [round(time.monotonic() - self.started, 3), float(value)]
+        )
+
+    def quiet_window(self, node: str, measure: Callable[[], T]) -> T:
+        """Run the measuring window ``measure`` and keep it only if ``node`` had
+        the story's ``min_idle_cpu`` to spare meanwhile (see node_cpu).
+
+        Records ``node_idle_cpu_ratio``; a window too busy to judge is forgotten
+        (its series points and measurements) and measured again, and a node
+        that stays busy ends the phase in NodeTooBusyError."""
+        need = self.scenario.meta.min_idle_cpu
+        if need <= 0:
+            return measure()
+        lengths = {name: len(points) for name, points in self.series.items()}
+        pending = dict(self._pending)
+
+        def discard() -> None:
+            for name in list(self.series):
+                if name in lengths:
+                    del self.series[name][lengths[name] :]
+                else:
+                    del self.series[name]
+            self._pending = dict(pending)
+
+        shell = self.node_shell
+
+        def sample() -> node_cpu.CpuTimes:
+            return node_cpu.parse_proc_stat(shell.node_exec(node, ["cat", "/proc/stat"]))
+
+        result, idle = node_cpu.quiet_window(sample, measure, need, log=self.log, discard=discard)
+        self.measure("node_idle_cpu_ratio", round(idle, 3))
+        return result

@@ -1,0 +1,326 @@
+"""Runs a scenario's phases and decides its verdict from measurements and thresholds."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from failure_stories.contract.scenario import PHASES, STEP_PHASES, Scenario
+from failure_stories.core.errors import (
+    Interrupted,
+    KfsError,
+    ProviderError,
+    ScenarioDefinitionError,
+)
+from failure_stories.host import locks
+from failure_stories.providers.capabilities import lacking
+from failure_stories.reporting.model import (
+    MeasurementResult,
+    PhaseResult,
+    ScenarioReport,
+    write_json,
+)
+from failure_stories.run.context import RunContext
+from failure_stories.run.events import Event, EventKind
+
+if TYPE_CHECKING:
+    from failure_stories.providers.base import Provider
+
+# A failed check in these phases means the story itself did or did not hold;
+# anywhere else it means the environment was not healthy enough to judge.
+_VERDICT_ON_FAILED_CHECK = {"symptom": "not-reproduced", "verify": "not-fixed"}
+
+
+Listener = Callable[[Event], None]
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into Interrupted so `finally` blocks (teardown) run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[list[str]]:
+    """Keep teardown itself from being interrupted; remember the signal for later."""
+    seen: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        seen.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _judge(
+    phase: str, values: Mapping[str, float], scenario: Scenario
+) -> dict[str, MeasurementResult]:
+    checks = scenario.meta.checks.get(phase, {})
+    missing = [name for name in checks if name not in values]
+    if missing:
+        raise ScenarioDefinitionError(
+            f"{scenario.id}: phase {phase} did not report {', '.join(missing)}"
+        )
+    out: dict[str, MeasurementResult] = {}
+    for name, value in values.items():
+        threshold = checks.get(name)
+        if threshold is None:
+            out[name] = MeasurementResult(value)
+        else:
+            out[name] = MeasurementResult(value, str(threshold), threshold.holds(value))
+    return out
+
+
+class Runner:
+    def __init__(
+        self,
+        provider: Provider,
+        report_dir: Path,
+        listener: Listener | None = None,
+        hold_fault: Callable[[RunContext], None] | None = None,
+        namespace: str | None = None,
+        namespace_labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        # The run's namespace: generated unless given (it must not exist yet);
+        # extra labels let an owner (a GameDay) find what its runs created.
+        self.namespace = namespace
+        self.namespace_labels = dict(namespace_labels or {})
+        self.report_dir = report_dir
+        self.listener = listener or (lambda _e: None)
+        # Called once the symptom is proven and before the mitigation: a game day
+        # holds the fault here while people investigate it.
+        self.hold_fault = hold_fault
+
+    def _emit(self, event: Event) -> None:
+        self.listener(event)
+
+    def _enter(self, cm: contextlib.AbstractContextManager[None]) -> None:
+        self._stack.enter_context(cm)
+
+    def run(self, scenario: Scenario) -> ScenarioReport:
+        """Run every phase; teardown always runs; Interrupted is re-raised after it."""
+        with contextlib.ExitStack() as self._stack:
+            return self._run(scenario)
+
+    def _run(self, scenario: Scenario) -> ScenarioReport:
+        report = ScenarioReport(
+            scenario=scenario.id,
+            provider=self.provider.name,
+            started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        t0 = time.monotonic()
+        ctx: RunContext | None = None
+        interrupted: Interrupted | None = None
+        verdict = "error"
+        try:
+            with interrupts_raise():
+                try:
+                    ctx = self._prepare(scenario, report)
+                    verdict = self._run_phases(scenario, ctx, report)
+                except Interrupted as exc:
+                    interrupted = exc
+                    report.error = str(exc)
+                    if report.phases and report.phases[-1].ok:
+                        report.phases[-1].ok = False
+                        report.phases[-1].error = str(exc)
+                except Exception as exc:
+                    report.error = _one_line(exc)
+                    if ctx is None:  # the cluster or namespace could not be prepared
+                        report.phases.append(PhaseResult("setup", ok=False, error=report.error))
+        except Interrupted as exc:  # a signal between the inner handler and here
+            interrupted = exc
+            report.error = str(exc)
+        with interrupts_deferred() as late:
+            if ctx is not None and verdict != "passed":
+                self._collect_artifacts(ctx, report)
+            teardown = self._teardown(scenario, ctx)
+            report.phases.append(teardown)
+            if not teardown.ok and verdict == "passed":
+                verdict = "error"
+                report.error = teardown.error
+            done = {p.name for p in report.phases}
+            for name in PHASES:
+                if name not in done:
+                    report.phases.insert(
+                        PHASES.index(name),
+                        PhaseResult(name, ok=False, skipped=True, error="not reached"),
+                    )
+            report.verdict = verdict if interrupted is None else "error"
+            report.seconds = time.monotonic() - t0
+            if ctx is not None:
+                report.series = ctx.series
+            write_json(report, self.report_dir)
+        if late and interrupted is None:
+            interrupted = Interrupted(late[0])
+        if interrupted is not None:
+            raise interrupted
+        return report
+
+    def _prepare(self, scenario: Scenario, report: ScenarioReport) -> RunContext:
+        missing = lacking(self.provider, scenario.meta.needs)
+        if missing:
+            raise ProviderError(
+                f"the {self.provider.name} provider lacks {', '.join(missing)}, "
+                f"which {scenario.id} needs: run it on another provider"
+            )
+        kube = self.provider.prepare(scenario)
+        report.info.update(self.provider.info())
+        self._hold_node_locks(scenario, report)
+        namespace = kube.create_namespace(
+            scenario.id, labels=self.namespace_labels, name=self.namespace
+        )
+        self._enter(locks.held(f"run-{namespace}", f"the lock of run {namespace}"))
+        self._emit(Event(EventKind.PREPARED, scenario.id, message=namespace))
+        return RunContext(
+            scenario=scenario,
+            provider=self.provider,
+            kube=kube,
+            namespace=namespace,
+            report_dir=self.report_dir,
+            variables=self.provider.manifest_variables(),
+            log=lambda msg: self._emit(Event(EventKind.LOG, scenario.id, message=msg)),
+        )
+
+    def _hold_node_locks(self, scenario: Scenario, report: ScenarioReport) -> None:
+        """Node lock (shared, or exclusive for timing stories), then the named
+        resources in sorted order: one global order, so runs never deadlock.
+        The time spent waiting is reported, apart from the run's own time."""
+        meta = scenario.meta
+        wanted: list[tuple[str, bool, str]] = []
+        if meta.node_level_fault or meta.exclusive:
+            what = (
+                "every other run on the node to end"
+                if meta.exclusive
+                else ("a run that needs the node to itself to end")
+            )
+            wanted.append(("node", not meta.exclusive, what))
+        wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in meta.node_locks]
+        start = time.monotonic()
+        for name, shared, what in wanted:
+            self._enter(
+                locks.held(
+                    name,
+                    what,
+                    shared=shared,
+                    on_wait=lambda m: self._emit(Event(EventKind.LOG, scenario.id, message=m)),
+                )
+            )
+        report.info["lock_wait_seconds"] = round(time.monotonic() - start, 1)
+
+    def _run_phases(self, scenario: Scenario, ctx: RunContext, report: ScenarioReport) -> str:
+        report.info["namespace"] = ctx.namespace
+        for phase in STEP_PHASES:
+            result = PhaseResult(phase)
+            report.phases.append(result)  # recorded even if a signal cuts it short
+            self._run_phase(scenario, ctx, result)
+            if result.error:
+                return "error"
+            if not result.ok:
+                return _VERDICT_ON_FAILED_CHECK.get(phase, "error")
+            if phase == "symptom" and self.hold_fault is not None:
+                self.hold_fault(ctx)
+        return "passed"
+
+    def _run_phase(self, scenario: Scenario, ctx: RunContext, result: PhaseResult) -> None:
+        phase = result.name
+        ctx.phase = phase
+        self._emit(Event(EventKind.PHASE_START, scenario.id, phase))
+        start = time.monotonic()
+        try:
+            fn = scenario.step(phase)
+            returned: Any = fn(ctx) if fn else None
+            values = ctx.take_measurements()
+            if isinstance(returned, Mapping):
+                values.update({k: float(v) for k, v in returned.items()})
+            elif returned is not None:
+                raise ScenarioDefinitionError(
+                    f"{scenario.id}: step {phase} returned {type(returned).__name__}; "
+                    "return a mapping of measurements or None"
+                )
+            result.measurements = _judge(phase, values, scenario)
+            result.ok = all(m.ok is not False for m in result.measurements.values())
+        except Interrupted as exc:
+            result.ok = False
+            result.error = str(exc)
+            result.seconds = time.monotonic() - start
+            self._emit(Event(EventKind.PHASE_END, scenario.id, phase, result=result))
+            raise
+        except Exception as exc:
+            result.ok = False
+            result.error = _one_line(exc)
+            ctx.state.setdefault("tracebacks", []).append(traceback.format_exc())
+        result.seconds = time.monotonic() - start
+        self._emit(Event(EventKind.PHASE_END, scenario.id, phase, result=result))
+
+    def _teardown(self, scenario: Scenario, ctx: RunContext | None) -> PhaseResult:
+        self._emit(Event(EventKind.PHASE_START, scenario.id, "teardown"))
+        result = PhaseResult("teardown")
+        start = time.monotonic()
+        errors: list[str] = []
+        if ctx is not None:
+            ctx.phase = "teardown"
+            fn = scenario.step("teardown")
+            if fn is not None:
+                ctx.defer("scenario teardown step", lambda: fn(ctx))
+            for cleanup in reversed(ctx.cleanups):
+                try:
+                    cleanup.fn()
+                except Exception as exc:
+                    errors.append(f"{cleanup.what}: {_one_line(exc)}")
+            try:
+                ctx.kube.delete_namespace(ctx.namespace)
+            except Exception as exc:
+                errors.append(f"delete namespace {ctx.namespace}: {_one_line(exc)}")
+        if errors:
+            result.ok = False
+            result.error = "teardown left something behind: " + "; ".join(errors)
+        result.seconds = time.monotonic() - start
+        self._emit(Event(EventKind.PHASE_END, scenario.id, "teardown", result=result))
+        return result
+
+    def _collect_artifacts(self, ctx: RunContext, report: ScenarioReport) -> None:
+        target = self.report_dir / f"{report.scenario}-artifacts"
+        try:
+            ctx.kube.dump_namespace(ctx.namespace, target)
+            self.provider.export_logs(target / "cluster")
+            tracebacks = ctx.state.get("tracebacks")
+            if tracebacks:
+                (target / "tracebacks.txt").write_text("\n".join(tracebacks))
+            report.artifacts = str(target)
+        except Exception as exc:
+            report.info["artifacts_error"] = _one_line(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, KfsError):
+        text = f"{type(exc).__name__}: {text}"
+    return text[:500]

@@ -1,0 +1,216 @@
+"""`make bench`: the suite's own numbers, as JSON (never asserted by timed tests).
+
+Measured on the local provider: build times (cold ones are recorded by
+`prepare` when they happen), warm `cluster up` to all nodes Ready, memory at
+rest, toolbox pod start to Ready, and the whole suite as `kfs run --all --jobs N`
+runs it: its wall time, per story the wall time (less any wait for another
+story's turn on a node lock) against the waits its physics imposes (its own
+physics_seconds plus the namespace controller's fixed deletion delay), time to the
+first phase, the largest runner's peak memory and, with --repeat, flakiness."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from failure_stories.contract import scenario as scenarios
+from failure_stories.core.wait import wait_for
+from failure_stories.images import TOOLBOX_IMAGE
+from failure_stories.providers.base import REAL_NODE_LABEL
+from failure_stories.providers.kube import pod_ready
+from failure_stories.providers.local import LocalProvider, binaries
+from failure_stories.reporting.model import ScenarioReport, report_path, write_junit
+from failure_stories.run import parallel
+
+BUILD_TIMES = "build-times.json"
+# Every run deletes its own namespace, and kube-controller-manager's namespace
+# controller starts on a deleted namespace only after a fixed 5 s
+# (namespaceDeletionGracePeriod, not configurable): a wait the platform imposes
+# on every story, on top of the story's own physics_seconds.
+NAMESPACE_DELETION_DELAY = 5.0
+
+
+def record_build_time(step: str, seconds: float) -> None:
+    """Called by prepare when a slow step really ran (cold), not on cache hits."""
+    path = binaries.cache_dir() / BUILD_TIMES
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[step] = round(seconds, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def memory_at_rest(p: LocalProvider) -> dict[str, float]:
+    """RSS of every cluster process plus what the real node's pods use."""
+    per: dict[str, float] = {}
+    for name in p.sup.names():
+        rec = p.sup.record(name)
+        if rec is not None and p.sup.alive(name):
+            per[name] = round(_rss_kib(rec.pid) / 1024, 1)
+    pods = Path("/sys/fs/cgroup/memory/kfs/memory.usage_in_bytes")
+    pods_mib = int(pods.read_text()) / 2**20 if pods.exists() else 0.0
+    control = sum(
+        per.get(c, 0.0)
+        for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    )
+    return {
+        "control_plane_rss_mib": round(control, 1),
+        "cluster_total_mib": round(sum(per.values()) + pods_mib, 1),
+        "pods_cgroup_mib": round(pods_mib, 1),
+        **{f"rss_mib_{k}": v for k, v in per.items()},
+    }
+
+
+def pod_start_to_ready(p: LocalProvider) -> float:
+    kube = p.kube()
+    ns = kube.create_namespace("bench")
+    try:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe"},
+            "spec": {
+                "nodeSelector": {REAL_NODE_LABEL: "true"},
+                "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": TOOLBOX_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["sleep", "600"],
+                        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
+                    }
+                ],
+            },
+        }
+        t0 = time.monotonic()
+        kube.apply([pod], ns)
+        wait_for(
+            lambda: pod_ready(kube.core.read_namespaced_pod("probe", ns)),
+            what="the probe pod Ready",
+            timeout=60,
+            interval=0.05,
+        )
+        return round(time.monotonic() - t0, 2)
+    finally:
+        kube.delete_namespace(ns)
+
+
+def cluster_numbers(p: LocalProvider) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    p.up()  # the cluster may be down: then this first up is not the one measured
+    t0 = time.monotonic()
+    p.up()
+    out["cluster_up_idempotent_seconds"] = round(time.monotonic() - t0, 2)
+    p.down()
+    t0 = time.monotonic()
+    p.up()
+    out["cluster_up_warm_seconds"] = round(time.monotonic() - t0, 2)
+    out["memory_at_rest"] = memory_at_rest(p)
+    out["pod_start_to_ready_seconds"] = [pod_start_to_ready(p) for _ in range(3)]
+    return out
+
+
+def suite_numbers(p: LocalProvider, report_dir: Path, repeat: int, jobs: int) -> dict[str, Any]:
+    """The whole suite as `kfs run --all --jobs N` runs it, ``repeat`` times."""
+    found = list(scenarios.discover().values())
+    p.up()
+    runs: list[dict[str, Any]] = []
+    for i in range(repeat):
+        out = report_dir / f"run{i}"
+        first: list[float] = []
+        t0 = time.monotonic()
+
+        def say(scenario_id: str, line: str, t0: float = t0, first: list[float] = first) -> None:
+            if not first and line.lstrip().startswith(f"> {scenario_id} "):
+                first.append(time.monotonic() - t0)
+
+        for s in found:
+            report_path(out, s.id).unlink(missing_ok=True)
+        parallel.run_all(found, out, jobs, ["--provider", "local", "--keep-cluster"], say)
+        suite_seconds = time.monotonic() - t0
+        reports = {s.id: _read(out, s.id) for s in found}
+        write_junit([r for r in reports.values() if r is not None], out)
+        runs.append(
+            {
+                "suite_seconds": round(suite_seconds, 1),
+                "seconds_to_first_phase": round(first[0], 2) if first else None,
+                "verdicts": {k: r.verdict if r else "no report" for k, r in reports.items()},
+                "per_story": {s.id: _story_numbers(s, reports[s.id]) for s in found},
+            }
+        )
+    passed = sum(all(v == "passed" for v in r["verdicts"].values()) for r in runs)
+    return {
+        "jobs": jobs,
+        "runs": runs,
+        "suite_runs_passed": f"{passed}/{len(runs)}",
+        # Each story runs in its own `kfs run` process: the largest of them.
+        "runner_peak_rss_mib": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
+    }
+
+
+def _read(report_dir: Path, scenario_id: str) -> ScenarioReport | None:
+    path = report_path(report_dir, scenario_id)
+    return ScenarioReport.from_json(json.loads(path.read_text())) if path.exists() else None
+
+
+def _story_numbers(s: scenarios.Scenario, r: ScenarioReport | None) -> dict[str, Any]:
+    if r is None:
+        return {"seconds": None}
+    waited = float(r.info.get("lock_wait_seconds", 0.0))
+    own = r.seconds - waited  # time spent waiting for another story's turn is not its own
+    physics = s.meta.physics_seconds + NAMESPACE_DELETION_DELAY
+    return {
+        "seconds": round(r.seconds, 1),
+        "lock_wait_seconds": waited,
+        "phase_seconds": {p.name: round(p.seconds, 1) for p in r.phases},
+        "physics_seconds": s.meta.physics_seconds,
+        "namespace_deletion_delay_seconds": NAMESPACE_DELETION_DELAY,
+        "wall_to_physics": round(own / physics, 2) if s.meta.physics_seconds else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    parser.add_argument("--repeat", type=int, default=1, help="suite runs (flakiness)")
+    parser.add_argument("--jobs", type=int, default=3, help="scenarios at once, as kfs run --jobs")
+    parser.add_argument("--skip-suite", action="store_true")
+    parser.add_argument("--report-dir", type=Path, default=Path("reports/bench"))
+    args = parser.parse_args(argv)
+    p = LocalProvider()
+    build_times = binaries.cache_dir() / BUILD_TIMES
+    result: dict[str, Any] = {
+        "machine": {"kernel": platform.release(), "cpus": len(os.sched_getaffinity(0))},
+        "cold_build_seconds": json.loads(build_times.read_text())
+        if build_times.exists()
+        else "not recorded (binaries were already cached when prepare first ran)",
+    }
+    result.update(cluster_numbers(p))
+    if not args.skip_suite:
+        result["suite"] = suite_numbers(p, args.report_dir, args.repeat, args.jobs)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
