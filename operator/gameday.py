@@ -252,7 +252,7 @@ def _mirror(gd: GameDay, spec: GameDaySpec, tail: EventTail) -> bool:
 
 def _revert_dead(gd: GameDay, spec: GameDaySpec, worker: Worker, why: str) -> None:
     """A run whose worker is gone: undo what it left, say so."""
-    node_level = scenarios.get(spec.scenario).meta.node_level_fault
+    node_level = scenarios.get(spec.scenario).meta.node.changes
     done = revert_run(LocalProvider(), gd.run_namespaces(), node_level=node_level)
     worker.forget()
     message = f"run {worker.attempt}: {why}; reverted: {'; '.join(done) or 'nothing was left'}"

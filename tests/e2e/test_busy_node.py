@@ -34,6 +34,6 @@ def test_buffer_beside_a_busy_process_per_cpu_says_too_busy(kfs_provider: Provid
     match = re.search(r": (\d+)% idle, need (\d+)%", failed.error)
     assert match is not None
     idle, need = int(match.group(1)), int(match.group(2))
-    assert need == round(story.meta.min_idle_cpu * 100) and idle < need
+    assert need == round(story.meta.node.min_idle_cpu * 100) and idle < need
     assert all(p.skipped for p in report.phases if p.name in ("symptom", "verify"))
     assert report.phase("teardown").ok  # type: ignore[union-attr]

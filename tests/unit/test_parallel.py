@@ -29,7 +29,7 @@ def test_timing_stories_go_first_alone_then_the_longest() -> None:
 def test_stories_that_share_a_node_resource_name_it() -> None:
     found = scenarios.discover()
     users = {
-        name: sorted(s.id for s in found.values() if name in s.meta.node_locks)
+        name: sorted(s.id for s in found.values() if name in s.meta.node.locks)
         for name in ("simulated-nodes", "outside-network")
     }
     assert users["outside-network"] == ["jwplayer-exposed-dashboard", "mindtickle-external-snat"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from failure_stories.contract import scenario as scenarios
@@ -35,12 +37,40 @@ def test_unknown_id_suggests_the_closest(make_scenario):
 
 def test_a_scenario_must_declare_symptom_and_verify_checks(make_scenario):
     yaml_text = (
-        "id: x\ntitle: t\ncompany: c\nyear: 2020\nsource: s\nkind_config: k\nstory: s\n"
+        "id: x\ntitle: t\ncompany: c\nyear: 2020\nsource: https://e.invalid\nkind_config: k\n"
+        "story: s\n"
         "fault: f\nsymptom: s\nmitigation: m\nmeasured: {}\nchecks: {symptom: {a: '> 0'}}\n"
     )
     folder = make_scenario("", scenario_id="x", yaml_text=yaml_text)
-    with pytest.raises(ScenarioDefinitionError, match="verify checks"):
+    with pytest.raises(
+        ScenarioDefinitionError, match="checks: a scenario must declare verify checks, or it"
+    ):
         scenarios.discover(folder.parent)
+
+
+def test_a_misspelled_key_is_refused_not_ignored(make_scenario):
+    from tests.unit.conftest import SCENARIO_YAML
+
+    yaml_text = SCENARIO_YAML.format(id="test-story") + "node:\n  exclusiv: true\n"
+    folder = make_scenario("", yaml_text=yaml_text)
+    with pytest.raises(ScenarioDefinitionError) as err:
+        scenarios.discover(folder.parent)
+    assert str(err.value).endswith(
+        "scenario.yaml: node.exclusiv: Extra inputs are not permitted; "
+        "see scenarios/scenario.schema.json"
+    )
+
+
+def test_the_editors_json_schema_is_the_one_the_loader_uses():
+    """scenarios/scenario.schema.json is generated: `python -m
+    failure_stories.tools.schema` writes it again after a change to the model."""
+    committed = json.loads((scenarios.scenarios_root() / "scenario.schema.json").read_text())
+    assert committed == scenarios.json_schema()
+    assert committed["properties"]["node"]["$ref"] == "#/$defs/NodeUse"
+    assert {"id", "source", "checks", "measured", "kind_config"} <= set(committed["required"])
+    for story in scenarios.discover().values():  # each says where its schema is
+        first = (story.path / "scenario.yaml").read_text().splitlines()[0]
+        assert first == "# yaml-language-server: $schema=../scenario.schema.json", story.id
 
 
 def test_the_shipped_scenarios_are_well_formed():

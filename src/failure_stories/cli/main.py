@@ -381,7 +381,7 @@ def print_plan(s: scenarios.Scenario) -> None:
     """The dry run: the declared changes per phase and the objects they apply."""
     console.print(f"[bold]{s.id}[/bold] (dry run: nothing is changed)")
     for phase in scenarios.PHASES:
-        steps = s.meta.plan.get(phase, ())
+        steps = s.meta.plan_for(phase)
         if phase == "teardown":
             steps = (*steps, "delete the run's namespace and undo every change above")
         console.print(f"  [cyan]{phase}[/cyan]")

@@ -20,9 +20,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from failure_stories.contract.abilities import ABILITIES
 from failure_stories.core import paths
@@ -72,49 +84,123 @@ class Threshold:
         return f"{self.op} {self.value:g}"
 
 
-@dataclass(frozen=True)
-class ScenarioMeta:
+def _threshold(value: object) -> Threshold:
+    return value if isinstance(value, Threshold) else Threshold.parse(value)
+
+
+ThresholdField = Annotated[
+    Threshold,
+    BeforeValidator(_threshold),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "pattern": _THRESHOLD_RE.pattern}),
+]
+Text = Annotated[str, AfterValidator(str.strip)]
+Phase = Literal["setup", "steady-state", "inject", "symptom", "mitigate", "verify"]
+PlanPhase = Literal["setup", "steady-state", "inject", "symptom", "mitigate", "verify", "teardown"]
+Ability = Literal[ABILITIES]  # type: ignore[valid-type]
+LockName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")]
+
+
+class _Model(BaseModel):
+    # Unknown keys are refused: a misspelled one would otherwise be ignored.
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class NodeUse(_Model):
+    """How the story uses the node its pods run on, and so how runs share it."""
+
+    changes: bool = Field(
+        False,
+        description="The fault changes the node (iptables, processes, a node's heartbeat): "
+        "such runs share the node lock, and a crashed run's leftovers are swept from it.",
+    )
+    alone: bool = Field(
+        False,
+        description="The story measures timing on the node (CPU periods): it holds the "
+        "node lock exclusively, so no other run shares the node meanwhile.",
+    )
+    locks: tuple[LockName, ...] = Field(
+        (),
+        description="Node resources the fault takes over (simulated-nodes, outside-network): "
+        "runs naming the same one never overlap; others run beside them.",
+    )
+    min_idle_cpu: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="The least share of the node's CPU that must be idle during a measuring "
+        "window for its numbers to be judged (0: the story needs no spare CPU).",
+    )
+
+    @property
+    def shared(self) -> bool:
+        """Holds the node lock at all (shared, or exclusively when alone)."""
+        return self.changes or self.alone
+
+
+class ScenarioMeta(_Model):
+    """scenario.yaml: one published incident, its fault and fix, and the
+    thresholds each phase is judged against."""
+
     id: str
-    title: str
-    company: str
+    title: Text
+    company: Text
     year: int
-    source: str
-    story: str
-    fault: str
-    symptom: str
-    mitigation: str
-    measured: Mapping[str, str]
-    checks: Mapping[str, Mapping[str, Threshold]]
-    kind_config: str
-    needs_real_node: bool = False
-    # The fault changes a node (iptables, processes, a node's heartbeat...): a
-    # crashed run's leftovers are swept from the node. Such runs share the node
-    # lock, so `kfs cleanup` never sweeps under a live one.
-    node_level_fault: bool = False
-    # The story measures timing on the real node (CPU periods): it holds the
-    # node lock exclusively, so no other run shares the node while it measures.
-    exclusive: bool = False
-    # Node resources the fault takes over (e.g. "simulated-nodes", "egress"):
-    # runs naming the same resource never overlap; others run beside them.
-    node_locks: tuple[str, ...] = ()
+    source: Annotated[str, StringConstraints(pattern=r"^https://")]
+    story: Text
+    fault: Text
+    symptom: Text
+    mitigation: Text
+    measured: dict[str, Text] = Field(
+        description="Each measurement a phase reports, and what it means."
+    )
+    checks: dict[Phase, dict[str, ThresholdField]] = Field(
+        description="Per phase, the measurements judged and their thresholds ('>= 0.99')."
+    )
+    kind_config: str = Field(description="The kind-configs/<name>.yaml cluster it runs on.")
+    node: NodeUse = NodeUse()
+    needs: tuple[Ability, ...] = Field(
+        (), description="Provider abilities its steps use; a provider lacking one is refused."
+    )
     min_nodes: int = 1
-    briefing: str = ""
+    briefing: Text = ""
     hints: tuple[str, ...] = ()
-    root_cause: str = ""
+    root_cause: Text = ""
     takeaways: tuple[str, ...] = ()
-    # Seconds the story's physics imposes (grace periods, load durations, CFS
-    # periods): the floor under its wall time, for the suite's own benchmark.
-    physics_seconds: float = 0.0
-    # The least share of the node's CPU that must be idle while a measuring
-    # window runs for its numbers to be judged (0: the story does not depend on
-    # spare CPU). Steps measure through RunContext.quiet_window; see node_cpu.
-    min_idle_cpu: float = 0.0
-    # Provider abilities the story uses (see providers.capabilities): a provider
-    # without one is refused before the run starts.
-    needs: tuple[str, ...] = ()
-    # What each phase changes, in words an SRE can approve before a game day;
-    # `kfs run --dry-run` prints it with the objects of every manifest it names.
-    plan: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    physics_seconds: float = Field(
+        0.0,
+        description="Seconds its physics imposes (grace periods, load windows): the floor "
+        "under its wall time, for the suite's benchmark.",
+    )
+    plan: dict[PlanPhase, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="What each phase changes, in words an SRE can approve before a game day.",
+    )
+
+    def checks_for(self, phase: str) -> Mapping[str, Threshold]:
+        """The thresholds ``phase`` is judged against (none for most phases)."""
+        return next((c for p, c in self.checks.items() if p == phase), {})
+
+    def plan_for(self, phase: str) -> tuple[str, ...]:
+        return next((steps for p, steps in self.plan.items() if p == phase), ())
+
+    @field_validator("checks")
+    @classmethod
+    def _proves_something(
+        cls, checks: dict[str, dict[str, Threshold]]
+    ) -> dict[str, dict[str, Threshold]]:
+        for needed in ("symptom", "verify"):
+            if not checks.get(needed):
+                raise ValueError(f"a scenario must declare {needed} checks, or it proves nothing")
+        return checks
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of scenario.yaml, for editors (scenarios/scenario.schema.json)."""
+    schema = ScenarioMeta.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kube-failure-stories scenario.yaml"
+    return schema
 
 
 StepFn = Callable[[Any], Any]
@@ -186,22 +272,6 @@ def check_steps(scenario_id: str, module: ModuleType) -> None:
             )
 
 
-_REQUIRED = (
-    "id",
-    "title",
-    "company",
-    "year",
-    "source",
-    "story",
-    "fault",
-    "symptom",
-    "mitigation",
-    "measured",
-    "checks",
-    "kind_config",
-)
-
-
 def load_meta(path: Path) -> ScenarioMeta:
     file = path / "scenario.yaml"
     try:
@@ -210,82 +280,20 @@ def load_meta(path: Path) -> ScenarioMeta:
         raise ScenarioDefinitionError(f"{file}: {exc}") from exc
     if not isinstance(raw, dict):
         raise ScenarioDefinitionError(f"{file}: expected a mapping")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise ScenarioDefinitionError(f"{file}: missing keys {', '.join(missing)}")
-    if raw["id"] != path.name:
-        raise ScenarioDefinitionError(f"{file}: id {raw['id']!r} must match folder {path.name!r}")
-    checks: dict[str, dict[str, Threshold]] = {}
-    for phase, items in (raw["checks"] or {}).items():
-        if phase not in STEP_PHASES:
-            raise ScenarioDefinitionError(f"{file}: checks for unknown phase {phase!r}")
-        checks[phase] = {name: Threshold.parse(t) for name, t in (items or {}).items()}
-    for needed in ("symptom", "verify"):
-        if not checks.get(needed):
-            raise ScenarioDefinitionError(
-                f"{file}: a scenario must declare {needed} checks, or it proves nothing"
-            )
-    return ScenarioMeta(
-        id=raw["id"],
-        title=raw["title"],
-        company=raw["company"],
-        year=int(raw["year"]),
-        source=raw["source"],
-        story=raw["story"].strip(),
-        fault=raw["fault"].strip(),
-        symptom=raw["symptom"].strip(),
-        mitigation=raw["mitigation"].strip(),
-        measured=dict(raw["measured"]),
-        checks=checks,
-        kind_config=raw["kind_config"],
-        needs_real_node=bool(raw.get("needs_real_node", False)),
-        node_level_fault=bool(raw.get("node_level_fault", raw.get("needs_real_node", False))),
-        exclusive=bool(raw.get("exclusive", False)),
-        node_locks=_node_locks(file, raw.get("node_locks") or ()),
-        min_nodes=int(raw.get("min_nodes", 1)),
-        briefing=str(raw.get("briefing", "")).strip(),
-        hints=tuple(raw.get("hints", ())),
-        root_cause=str(raw.get("root_cause", "")).strip(),
-        takeaways=tuple(raw.get("takeaways", ())),
-        physics_seconds=float(raw.get("physics_seconds", 0)),
-        min_idle_cpu=_ratio(file, "min_idle_cpu", raw.get("min_idle_cpu", 0)),
-        needs=_needs(file, raw.get("needs") or ()),
-        plan=_plan(file, raw.get("plan") or {}),
-    )
-
-
-def _node_locks(file: Path, raw: Any) -> tuple[str, ...]:
-    if not isinstance(raw, list | tuple) or not all(
-        isinstance(x, str) and re.fullmatch(r"[a-z0-9-]+", x) for x in raw
-    ):
+    if raw.get("id") != path.name:
         raise ScenarioDefinitionError(
-            f"{file}: node_locks must be a list of lower-case names like simulated-nodes"
+            f"{file}: id {raw.get('id')!r} must match folder {path.name!r}"
         )
-    return tuple(sorted(set(raw)))
-
-
-def _needs(file: Path, raw: Any) -> tuple[str, ...]:
-    if not isinstance(raw, list | tuple) or any(x not in ABILITIES for x in raw):
-        raise ScenarioDefinitionError(
-            f"{file}: needs must list provider abilities among {', '.join(ABILITIES)}"
-        )
-    return tuple(dict.fromkeys(raw))
-
-
-def _ratio(file: Path, key: str, raw: Any) -> float:
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = -1.0
-    if not 0 <= value < 1:
-        raise ScenarioDefinitionError(f"{file}: {key} must be a number from 0 to below 1, e.g. 0.5")
-    return value
-
-
-def _plan(file: Path, raw: Any) -> dict[str, tuple[str, ...]]:
-    if not isinstance(raw, dict) or any(p not in PHASES for p in raw):
-        raise ScenarioDefinitionError(f"{file}: plan must map phase names to lists of changes")
-    return {phase: tuple(str(x) for x in items or ()) for phase, items in raw.items()}
+        return ScenarioMeta.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        message = first["msg"].removeprefix("Value error, ")
+        raise ScenarioDefinitionError(
+            f"{file}: {where}: {message}{more}; see scenarios/scenario.schema.json"
+        ) from None
 
 
 def scenarios_root() -> Path:

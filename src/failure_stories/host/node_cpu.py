@@ -2,7 +2,7 @@
 
 Latency and CFS-throttling numbers taken while compilers or CI neighbours keep a
 node's CPUs busy describe the neighbours, not the fault or the fix. A story whose
-numbers depend on spare CPU declares `min_idle_cpu` in its scenario.yaml and
+numbers depend on spare CPU declares `node: {min_idle_cpu: ...}` in its scenario.yaml and
 measures through `quiet_window`: the node's idle share is read from /proc/stat
 around every measuring window and recorded; a window on a node too busy to judge
 is measured again, and if the node stays busy the phase ends in a

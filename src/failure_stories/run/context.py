@@ -112,12 +112,12 @@ class RunContext:
 
     def quiet_window(self, node: str, measure: Callable[[], T]) -> T:
         """Run the measuring window ``measure`` and keep it only if ``node`` had
-        the story's ``min_idle_cpu`` to spare meanwhile (see node_cpu).
+        the story's ``node.min_idle_cpu`` to spare meanwhile (see node_cpu).
 
         Records ``node_idle_cpu_ratio``; a window too busy to judge is forgotten
         (its series points and measurements) and measured again, and a node
         that stays busy ends the phase in NodeTooBusyError."""
-        need = self.scenario.meta.min_idle_cpu
+        need = self.scenario.meta.node.min_idle_cpu
         if need <= 0:
             return measure()
         lengths = {name: len(points) for name, points in self.series.items()}

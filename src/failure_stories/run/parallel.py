@@ -45,9 +45,9 @@ class Job:
 
 def order(chosen: Sequence[Scenario]) -> tuple[list[Scenario], list[Scenario]]:
     """Exclusive stories (alone, in the given order), then the rest, longest first."""
-    alone = [s for s in chosen if s.meta.exclusive]
+    alone = [s for s in chosen if s.meta.node.alone]
     rest = sorted(
-        (s for s in chosen if not s.meta.exclusive),
+        (s for s in chosen if not s.meta.node.alone),
         key=lambda s: s.meta.physics_seconds,
         reverse=True,
     )

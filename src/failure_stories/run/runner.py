@@ -82,7 +82,7 @@ def interrupts_deferred() -> Iterator[list[str]]:
 def _judge(
     phase: str, values: Mapping[str, float], scenario: Scenario
 ) -> dict[str, MeasurementResult]:
-    checks = scenario.meta.checks.get(phase, {})
+    checks = scenario.meta.checks_for(phase)
     missing = [name for name in checks if name not in values]
     if missing:
         raise ScenarioDefinitionError(
@@ -213,16 +213,16 @@ class Runner:
         """Node lock (shared, or exclusive for timing stories), then the named
         resources in sorted order: one global order, so runs never deadlock.
         The time spent waiting is reported, apart from the run's own time."""
-        meta = scenario.meta
+        node = scenario.meta.node
         wanted: list[tuple[str, bool, str]] = []
-        if meta.node_level_fault or meta.exclusive:
+        if node.shared:
             what = (
                 "every other run on the node to end"
-                if meta.exclusive
+                if node.alone
                 else ("a run that needs the node to itself to end")
             )
-            wanted.append(("node", not meta.exclusive, what))
-        wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in meta.node_locks]
+            wanted.append(("node", not node.alone, what))
+        wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in node.locks]
         start = time.monotonic()
         for name, shared, what in wanted:
             self._enter(
