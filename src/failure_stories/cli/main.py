@@ -22,13 +22,11 @@ from failure_stories.reporting.html import write_html
 from failure_stories.reporting.model import (
     ScenarioReport,
     read_reports,
-    report_path,
     write_json,
     write_junit,
 )
-from failure_stories.run import session
 from failure_stories.run.events import Event, EventKind
-from failure_stories.run.runner import Runner
+from failure_stories.run.session import Session
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -230,74 +228,28 @@ def run(
         raise click.UsageError(
             f"--jobs needs one shared cluster (local or existing); {provider} builds one per story"
         )
-    session.refuse_unfit(prov, chosen)
-    runner = Runner(prov, report_dir, Progress())
-    reports: list[ScenarioReport] = []
-    with session.cluster(prov, keep=keep_cluster, say=console.print):
-        try:
-            if jobs > 1 and len(chosen) > 1:
-                prov.up()  # once, before the children; they leave it up
-                extra = ["--provider", provider, "--keep-cluster"]
-                extra += ["--context", context] if context else []
-                extra += ["--allow-context", allow_context] if allow_context else []
-                _run_jobs(chosen, report_dir, jobs, extra, reports)
-            else:
-                for s in chosen:
-                    console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
-                    reports.append(runner.run(s))
-        finally:
-            if reports:
-                write_junit(reports, report_dir)
-                write_html(reports, report_dir)
+    ses = Session(prov, report_dir, keep=keep_cluster, listener=Progress(), say=console.print)
+    ses.check(chosen)  # before the cluster is touched
+    with ses:
+        if jobs > 1 and len(chosen) > 1:
+            extra = ["--provider", provider]
+            extra += ["--context", context] if context else []
+            extra += ["--allow-context", allow_context] if allow_context else []
+            width = max(len(s.id) for s in chosen)
+
+            def say(scenario_id: str, line: str) -> None:
+                console.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
+
+            ses.run_parallel(chosen, jobs, extra, say)
+        else:
+            for s in chosen:
+                console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
+                ses.run(s)
+    reports = ses.reports
     _summary(reports)
     console.print(f"reports: {report_dir}/")
     if any(r.verdict != "passed" for r in reports):
         sys.exit(1)
-
-
-def _run_jobs(
-    chosen: list[scenarios.Scenario],
-    report_dir: Path,
-    jobs: int,
-    extra: list[str],
-    reports: list[ScenarioReport],
-) -> None:
-    """Each scenario in its own `kfs run` process, lines prefixed with its id;
-    ``reports`` gets every report written, also when interrupted."""
-    from failure_stories.run.parallel import run_all
-
-    report_dir.mkdir(parents=True, exist_ok=True)
-    for s in chosen:  # a stale report must never stand in for this run's
-        report_path(report_dir, s.id).unlink(missing_ok=True)
-    width = max(len(s.id) for s in chosen)
-
-    def say(scenario_id: str, line: str) -> None:
-        console.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
-
-    finished: dict[str, int | None] = {}
-    try:
-        for job in run_all(chosen, report_dir, jobs, extra, say):
-            finished[job.scenario.id] = job.returncode
-    finally:
-        found = [_report_of(s, report_dir, finished) for s in chosen]
-        reports.extend(r for r in found if r is not None)
-
-
-def _report_of(
-    s: scenarios.Scenario, report_dir: Path, finished: dict[str, int | None]
-) -> ScenarioReport | None:
-    path = report_path(report_dir, s.id)
-    if path.exists():
-        return ScenarioReport.from_json(json.loads(path.read_text()))
-    if s.id not in finished:
-        return None  # never started (interrupted before its turn)
-    return ScenarioReport(
-        scenario=s.id,
-        provider="",
-        started_at="",
-        verdict="error",
-        error=f"its process exited with code {finished[s.id]} before writing a report",
-    )
 
 
 @cli.command()
@@ -337,13 +289,13 @@ def gameday(
         reveal_after=reveal_after,
     )
     prov = get_provider(provider)
-    session.refuse_unfit(prov, [s])
-    runner = Runner(prov, report_dir, Progress(), hold_fault=drill.hold)
-    with session.cluster(prov):
-        rep = runner.run(s)
-    rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
-    rep.info["hints_used"] = drill.hints_shown
-    write_json(rep, report_dir)
+    ses = Session(prov, report_dir, listener=Progress(), say=console.print)
+    ses.check([s])
+    with ses:
+        rep = ses.run(s, hold_fault=drill.hold)
+        rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
+        rep.info["hints_used"] = drill.hints_shown
+        write_json(rep, report_dir)
     drill.debrief(rep)
     if rep.verdict != "passed":
         sys.exit(1)

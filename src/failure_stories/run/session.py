@@ -1,18 +1,28 @@
-"""The cluster's lifecycle around a batch of runs, written once for `kfs run`,
-`kfs gameday` and the pytest plugin: use the cluster that is there, or create
-it; afterwards delete only a cluster this session created, and never one that
-kfs does not own (an existing context). Also the up-front check that the
-provider has every ability the chosen stories need."""
+"""A Session: one batch of runs on one provider, for `kfs run`, `kfs gameday`,
+the pytest plugin and `make bench`.
+
+It checks up front that the provider has every ability the stories need; uses
+the cluster that is there or creates it; runs stories one at a time in this
+process, or side by side, each in its own `kfs run` process; writes the
+derived reports (junit.xml, report.html) from the JSON ones; and at the end
+deletes only a cluster it created, and never one kfs does not own."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
 
 from failure_stories.contract.scenario import Scenario
-from failure_stories.core.errors import ProviderError
+from failure_stories.core.errors import Interrupted, ProviderError
 from failure_stories.providers.base import Provider
 from failure_stories.providers.capabilities import lacking
+from failure_stories.reporting.html import write_html
+from failure_stories.reporting.model import ScenarioReport, report_path, write_junit
+from failure_stories.run import parallel
+from failure_stories.run.context import RunContext
+from failure_stories.run.runner import Listener, Runner
 
 
 def refuse_unfit(provider: Provider, stories: Iterable[Scenario]) -> None:
@@ -27,19 +37,111 @@ def refuse_unfit(provider: Provider, stories: Iterable[Scenario]) -> None:
         )
 
 
-@contextlib.contextmanager
-def cluster(
-    provider: Provider, keep: bool = False, say: Callable[[str], None] | None = None
-) -> Iterator[Provider]:
-    """The provider, with its cluster taken down on the way out if this created it."""
-    created = provider.owns_cluster and not provider.status().running
-    try:
-        yield provider
-    finally:
-        if created and not keep:
-            if say is not None:
-                say(
-                    f"deleting the {provider.name} cluster this run created "
+class Session:
+    def __init__(
+        self,
+        provider: Provider,
+        report_dir: Path,
+        *,
+        keep: bool = False,
+        listener: Listener | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.provider = provider
+        self.report_dir = report_dir
+        self.keep = keep
+        self.listener = listener
+        self.say = say
+        self.reports: list[ScenarioReport] = []
+        self.created = False
+
+    def __enter__(self) -> Session:
+        self.created = self.provider.owns_cluster and not self.provider.status().running
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.write_reports()
+        finally:
+            if self.created and not self.keep:
+                self.say(
+                    f"deleting the {self.provider.name} cluster this run created "
                     "(--keep-cluster keeps it)"
                 )
-            provider.down()
+                self.provider.down()
+
+    def check(self, stories: Iterable[Scenario]) -> None:
+        refuse_unfit(self.provider, stories)
+
+    def write_reports(self) -> None:
+        """junit.xml and report.html, derived from this session's reports so far."""
+        if self.reports:
+            write_junit(self.reports, self.report_dir)
+            write_html(self.reports, self.report_dir)
+
+    def run(
+        self, scenario: Scenario, hold_fault: Callable[[RunContext], None] | None = None
+    ) -> ScenarioReport:
+        """One story in this process (``hold_fault``: a drill's hold, see Runner)."""
+        runner = Runner(self.provider, self.report_dir, self.listener, hold_fault=hold_fault)
+        try:
+            report = runner.run(scenario)
+        except Interrupted:
+            # The runner wrote the interrupted run's report: the derived ones show it too.
+            path = report_path(self.report_dir, scenario.id)
+            if path.exists():
+                self.reports.append(ScenarioReport.from_json(json.loads(path.read_text())))
+            raise
+        self.reports.append(report)
+        return report
+
+    def run_parallel(
+        self,
+        stories: Sequence[Scenario],
+        jobs: int,
+        child_args: Sequence[str],
+        say: Callable[[str, str], None],
+    ) -> list[ScenarioReport]:
+        """Each story in its own `kfs run` process (``child_args`` name the provider),
+        ``jobs`` at a time; ``say(id, line)`` gets their output. Every report that
+        was written is kept, also when interrupted."""
+        self.provider.up()  # once, before the children; they leave it up
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        for s in stories:  # a stale report must never stand in for this run's
+            report_path(self.report_dir, s.id).unlink(missing_ok=True)
+        finished: dict[str, int | None] = {}
+        found: list[ScenarioReport] = []
+        try:
+            for job in parallel.run_all(
+                list(stories), self.report_dir, jobs, [*child_args, "--keep-cluster"], say
+            ):
+                finished[job.scenario.id] = job.returncode
+        finally:
+            for s in stories:
+                report = _report_of(s, self.report_dir, finished)
+                if report is not None:
+                    found.append(report)
+            self.reports.extend(found)
+        return found
+
+
+def _report_of(
+    s: Scenario, report_dir: Path, finished: dict[str, int | None]
+) -> ScenarioReport | None:
+    path = report_path(report_dir, s.id)
+    if path.exists():
+        return ScenarioReport.from_json(json.loads(path.read_text()))
+    if s.id not in finished:
+        return None  # never started (interrupted before its turn)
+    return ScenarioReport(
+        scenario=s.id,
+        provider="",
+        started_at="",
+        verdict="error",
+        error=f"its process exited with code {finished[s.id]} before writing a report",
+    )

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ from failure_stories.contract import scenario as scenarios
 from failure_stories.contract.scenario import PHASES
 from failure_stories.providers import get_provider
 from failure_stories.providers.base import Provider
-from failure_stories.reporting.model import PhaseResult, ScenarioReport, write_junit
-from failure_stories.run import session
-from failure_stories.run.runner import Runner
+from failure_stories.reporting.model import PhaseResult, ScenarioReport
+from failure_stories.run.session import Session
 
 
 class _Cluster:
@@ -31,29 +29,33 @@ class _Cluster:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.provider: Provider | None = None
+        self.session: Session | None = None
         self.reports: dict[str, ScenarioReport] = {}
         self.report_dir = Path(config.getoption("--kfs-report-dir"))
-        self._lifecycle = contextlib.ExitStack()
 
     def get(self) -> Provider:
-        if self.provider is None:
+        if self.session is None:
             provider = get_provider(self.config.getoption("--kfs-provider"))
             keep = bool(self.config.getoption("--kfs-keep-cluster"))
-            self._lifecycle.enter_context(session.cluster(provider, keep=keep))
+            session = Session(provider, self.report_dir, keep=keep)
+            session.__enter__()
+            self.session = session
             provider.up()
-            self.provider = provider
-        return self.provider
+        return self.session.provider
 
     def run(self, scenario_id: str) -> ScenarioReport:
         if scenario_id not in self.reports:
-            report = Runner(self.get(), self.report_dir).run(scenarios.get(scenario_id))
-            self.reports[scenario_id] = report
-            write_junit(list(self.reports.values()), self.report_dir)
+            self.get()
+            assert self.session is not None
+            story = scenarios.get(scenario_id)
+            self.session.check([story])
+            self.reports[scenario_id] = self.session.run(story)
+            self.session.write_reports()
         return self.reports[scenario_id]
 
     def finish(self) -> None:
-        self._lifecycle.close()
+        if self.session is not None:
+            self.session.__exit__(None, None, None)
 
 
 _CLUSTER = pytest.StashKey[_Cluster]()

@@ -26,8 +26,8 @@ from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.providers.base import REAL_NODE_LABEL
 from failure_stories.providers.kube import pod_ready
 from failure_stories.providers.local import LocalProvider, binaries
-from failure_stories.reporting.model import ScenarioReport, report_path, write_junit
-from failure_stories.run import parallel
+from failure_stories.reporting.model import ScenarioReport, report_path
+from failure_stories.run.session import Session
 
 BUILD_TIMES = "build-times.json"
 # Every run deletes its own namespace, and kube-controller-manager's namespace
@@ -141,12 +141,12 @@ def suite_numbers(p: LocalProvider, report_dir: Path, repeat: int, jobs: int) ->
             if not first and line.lstrip().startswith(f"> {scenario_id} "):
                 first.append(time.monotonic() - t0)
 
-        for s in found:
-            report_path(out, s.id).unlink(missing_ok=True)
-        parallel.run_all(found, out, jobs, ["--provider", "local", "--keep-cluster"], say)
+        # The same Session as `kfs run --all --jobs N`; the cluster outlives it.
+        with Session(p, out, keep=True) as session:
+            session.check(found)
+            session.run_parallel(found, jobs, ["--provider", "local"], say)
         suite_seconds = time.monotonic() - t0
         reports = {s.id: _read(out, s.id) for s in found}
-        write_junit([r for r in reports.values() if r is not None], out)
         runs.append(
             {
                 "suite_seconds": round(suite_seconds, 1),
