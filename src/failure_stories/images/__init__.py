@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -43,6 +42,7 @@ from typing import Any
 from failure_stories.core import paths
 from failure_stories.core.errors import MissingToolError, ProviderError
 from failure_stories.core.wait import wait_for
+from failure_stories.host import commands
 
 TOOLBOX_IMAGE = "localhost/kfs/toolbox:v1"
 PAUSE_IMAGE = "localhost/kfs/pause:v1"
@@ -421,36 +421,6 @@ def _go_arch() -> str:
     return _debian_arch()
 
 
-def run_step(
-    cmd: list[str],
-    what: str,
-    log_file: Path | None = None,
-    redact: str | None = None,
-    **kw: Any,
-) -> None:
-    """Run ``cmd``; on failure raise a one-line ProviderError naming the log.
-
-    ``redact`` is replaced in the kept log and the message: the mirror URI is
-    a detail of the build machine and is not to be written down anywhere.
-    """
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with log_file.open("wb") as fh:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, **kw)
-        output = log_file.read_text(errors="replace")
-        if redact:
-            output = output.replace(redact, "<mirror>")
-            log_file.write_text(output)
-    else:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
-        proc, output = done, (done.stdout or "") + (done.stderr or "")
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-        last = lines[-1] if lines else "no output"
-        where = f" (log: {log_file})" if log_file is not None else ""
-        raise ProviderError(f"{what} failed with exit code {proc.returncode}: {last}{where}")
-
-
 def debian_mirror(
     suite: str = DEBIAN_SUITE, apt_dir: Path = Path("/etc/apt")
 ) -> tuple[str, str | None]:
@@ -498,12 +468,7 @@ def _apt_proxy_env() -> dict[str, str]:
     env = dict(os.environ)
     if "http_proxy" in env or shutil.which("apt-config") is None:
         return env
-    out = subprocess.run(
-        ["apt-config", "shell", "P", "Acquire::http::Proxy"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    out = commands.run(["apt-config", "shell", "P", "Acquire::http::Proxy"], check=False)
     m = re.match(r"P='(.*)'", out.strip())
     if m and m.group(1) and m.group(1).upper() != "DIRECT":
         env["http_proxy"] = m.group(1)
@@ -545,7 +510,7 @@ def _safe_rmtree(path: Path) -> None:
     if not path.exists():
         return
     for target in sorted(_mounts_under(path), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        commands.run(["umount", "-l", target], check=False)
     left = _mounts_under(path)
     if left:
         raise ProviderError(f"refusing to delete {path}: still mounted: {', '.join(left)}")
@@ -569,7 +534,7 @@ def _remove(path: Path) -> None:
 
 def _clean_rootfs(root: Path) -> None:
     """Make the debootstrap result small and free of build-host details."""
-    subprocess.run(["chroot", str(root), "apt-get", "clean"], check=False, capture_output=True)
+    commands.run(["chroot", str(root), "apt-get", "clean"], check=False)
     for rel in (
         "var/lib/apt/lists",
         "usr/share/man",
@@ -661,7 +626,14 @@ def build_base_layer(cache: Path, log: Log = print) -> Blob:
     try:
         # Anything touched from here on was made by this build, so gets FIXED_MTIME.
         built_since = started - 1
-        run_step(cmd, "debootstrap", log_file=log_file, redact=mirror, env=_apt_proxy_env())
+        commands.run(
+            cmd,
+            what="debootstrap",
+            log_file=log_file,
+            redact=mirror,
+            env=_apt_proxy_env(),
+            timeout=None,
+        )
         log(f"toolbox base: debootstrap took {time.time() - started:.0f}s; cleaning and packing")
         _clean_rootfs(work)
         blob = write_layer(
@@ -714,7 +686,7 @@ def _build_pause(cache: Path, images_dir: Path, log: Log) -> Path:
         root = Path(tmp) / "root"
         root.mkdir()
         binary = root / "pause"
-        run_step([gcc, *PAUSE_CFLAGS, "-o", str(binary), str(source)], "gcc pause.c")
+        commands.run([gcc, *PAUSE_CFLAGS, "-o", str(binary), str(source)], what="gcc pause.c")
         binary.chmod(0o755)
 
         def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -759,16 +731,11 @@ def build_images(
 
 def containerd_images(ctr: str, address: str, namespace: str) -> dict[str, str]:
     """ref -> manifest digest of the images a containerd holds in ``namespace``."""
-    done = subprocess.run(
+    out = commands.run(
         [ctr, "--address", address, "-n", namespace, "images", "ls"],
-        capture_output=True,
-        text=True,
-        check=False,
+        what=f"ctr images ls against {address}",
     )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ProviderError(f"ctr images ls against {address} failed: {last}")
-    return parse_ctr_images_ls(done.stdout)
+    return parse_ctr_images_ls(out)
 
 
 def parse_ctr_images_ls(text: str) -> dict[str, str]:
@@ -805,7 +772,7 @@ def import_images(
             log(f"{ref}: already in containerd ({digest[:19]})")
             continue
         started = time.monotonic()
-        run_step(
+        commands.run(
             [
                 ctr,
                 "--address",
@@ -818,7 +785,8 @@ def import_images(
                 snapshotter,
                 str(archive),
             ],
-            f"ctr images import {archive.name}",
+            what=f"ctr images import {archive.name}",
+            timeout=None,
         )
         now = containerd_images(ctr, containerd_address, namespace)
         if now.get(ref) != digest:
@@ -834,12 +802,7 @@ def wait_for_containerd(address: str, timeout: float = 30) -> None:
     ctr = _require("ctr", "apt-get install containerd")
 
     def answers() -> bool:
-        return (
-            subprocess.run(
-                [ctr, "--address", address, "version"], capture_output=True, check=False
-            ).returncode
-            == 0
-        )
+        return commands.succeeds([ctr, "--address", address, "version"])
 
     wait_for(answers, what=f"containerd on {address}", timeout=timeout, interval=0.2)
 
@@ -877,5 +840,7 @@ def load_into_docker(archives: dict[str, Path], log: Callable[[str], None] = pri
     """``docker load`` each archive (it reads the manifest.json they carry)."""
     docker = _require("docker", "install Docker (Debian: apt-get install docker.io)")
     for ref, archive in archives.items():
-        run_step([docker, "load", "-i", str(archive)], f"docker load {archive.name}")
+        commands.run(
+            [docker, "load", "-i", str(archive)], what=f"docker load {archive.name}", timeout=None
+        )
         log(f"{ref}: loaded into docker")

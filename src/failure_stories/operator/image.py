@@ -22,6 +22,7 @@ from pathlib import Path
 from failure_stories import images
 from failure_stories.core import paths
 from failure_stories.core.errors import ProviderError
+from failure_stories.host import commands
 
 OPERATOR_IMAGE = "localhost/kfs/operator:v1"
 REPO = paths.REPO
@@ -72,7 +73,7 @@ def _pip_install(repo: Path, stage: Path, target: Path, log_file: Path) -> None:
     )
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-compile"]
     cmd += ["--target", str(target), "-c", str(repo / "requirements.lock"), str(src)]
-    images.run_step(cmd, "pip install for the operator image", log_file=log_file)
+    commands.run(cmd, what="pip install for the operator image", log_file=log_file, timeout=None)
 
 
 def check_host(python: tuple[int, ...] | None = None, libc: tuple[str, str] | None = None) -> None:

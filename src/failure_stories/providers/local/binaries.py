@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -13,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from failure_stories.core import paths
-from failure_stories.core.errors import MissingToolError, ProviderError
+from failure_stories.core.errors import MissingToolError
+from failure_stories.host import commands
 
 KUBERNETES_VERSION = "v1.34.4"
 KWOK_VERSION = "v0.7.0"
@@ -124,28 +124,17 @@ def _run(
             say(f"prepare: {what}: {doing}, {_clock(time.monotonic() - start)} so far (log: {log})")
 
     print(f"prepare: {what} (log: {log})", file=sys.stderr, flush=True)
+    log.write_text("")  # the reporter reads it from the start
     reporter = threading.Thread(target=report, daemon=True)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
-        )
-        reporter.start()
-        try:
-            code = proc.wait()
-        finally:
-            stop.set()
-            reporter.join()
-            if proc.poll() is None:
-                proc.kill()
-    if tty:
-        print(file=sys.stderr)
-    took = _clock(time.monotonic() - start)
-    if code != 0:
-        last = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        raise ProviderError(
-            f"could not {what} after {took}: {last[-1] if last else code} (log: {log})"
-        )
-    print(f"prepare: {what}: done in {took}", file=sys.stderr, flush=True)
+    reporter.start()
+    try:
+        commands.run(argv, what=what, log_file=log, env={**os.environ, **(env or {})}, timeout=None)
+    finally:
+        stop.set()
+        reporter.join()
+        if tty:
+            print(file=sys.stderr)
+    print(f"prepare: {what}: done in {_clock(time.monotonic() - start)}", file=sys.stderr)
 
 
 def _clock(seconds: float) -> str:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 from failure_stories.core import atomic
@@ -141,11 +140,7 @@ def sweep_iptables(pattern: re.Pattern[str] = OUR_CHAIN) -> list[str]:
             if parts[:1] != ["-A"] or pattern.match(parts[1]):
                 continue
             if "-j" in parts and pattern.match(parts[parts.index("-j") + 1]):
-                subprocess.run(
-                    ["iptables", "-w", "-t", table, "-D", *parts[1:]],
-                    capture_output=True,
-                    check=False,
-                )
+                run(["iptables", "-w", "-t", table, "-D", *parts[1:]], check=False)
         for chain in chains:
             run(["iptables", "-w", "-t", table, "-F", chain], check=False)
         for chain in chains:

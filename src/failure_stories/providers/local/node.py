@@ -10,13 +10,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from failure_stories.core.errors import MissingToolError, ProviderError
 from failure_stories.core.wait import wait_for
+from failure_stories.host import commands
 from failure_stories.host.processes import Supervisor
 from failure_stories.providers.base import REAL_NODE_LABEL
 from failure_stories.providers.local import binaries, hostnet, netns_dir
@@ -266,12 +266,12 @@ state = "{RUN_DIR / "containerd"}"
             "20s",
             *args,
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
-        if done.returncode != 0:
+        try:
+            return commands.run(argv, what=f"crictl {' '.join(args)}")
+        except ProviderError:
             if check:
-                raise ProviderError(f"crictl {' '.join(args)}: {done.stderr.strip()[-300:]}")
+                raise
             return None
-        return done.stdout
 
     def stop(self) -> None:
         """Undo everything start() and the pods did, even after a crash."""
@@ -283,12 +283,7 @@ state = "{RUN_DIR / "containerd"}"
             self._crictl("rmp", "--force", "--all", check=False)
         self.sup.stop("kube-proxy")
         if binaries.path("kube-proxy").exists():
-            subprocess.run(
-                [str(binaries.path("kube-proxy")), "--cleanup"],
-                capture_output=True,
-                check=False,
-                timeout=60,
-            )
+            commands.run([str(binaries.path("kube-proxy")), "--cleanup"], check=False, timeout=60)
         self.sup.stop("containerd")
         self._kill_shims()
         self._unmount_all()
@@ -342,9 +337,8 @@ state = "{RUN_DIR / "containerd"}"
 
     def _unmount_all(self) -> None:
         for point in self.mounts(netns=False):
-            done = subprocess.run(["umount", point], capture_output=True, check=False)
-            if done.returncode != 0:
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            if not commands.succeeds(["umount", point]):
+                commands.run(["umount", "-l", point], check=False)
 
     def cgroup_dirs(self) -> list[Path]:
         return [p for p in Path("/sys/fs/cgroup").glob(f"*/{CGROUP_ROOT}") if p.is_dir()]
