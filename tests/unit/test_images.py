@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from failure_stories import images
+from failure_stories.images import rootfs
 from failure_stories.core.errors import MissingToolError, ProviderError
 
 IS_ROOT = os.geteuid() == 0
@@ -95,10 +96,10 @@ def test_toolbox_key_changes_only_when_workloads_change(tmp_path):
 def test_toolbox_key_follows_the_recipe(tmp_path, monkeypatch):
     wl = _workloads(tmp_path)
     key = images.toolbox_key(wl)
-    monkeypatch.setattr(images, "TOOLBOX_PACKAGES", (*images.TOOLBOX_PACKAGES, "jq"))
+    monkeypatch.setattr(rootfs, "TOOLBOX_PACKAGES", (*images.TOOLBOX_PACKAGES, "jq"))
     assert images.toolbox_key(wl) != key
     monkeypatch.undo()
-    monkeypatch.setattr(images, "RECIPE_VERSION", "999")
+    monkeypatch.setattr(rootfs, "RECIPE_VERSION", "999")  # as the base layer's key reads it
     assert images.toolbox_key(wl) != key
 
 
@@ -379,6 +380,6 @@ def test_parse_ctr_images_ls():
 
 def test_missing_ctr_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(images, "_SBIN_DIRS", ())
+    monkeypatch.setattr(rootfs, "_SBIN_DIRS", ())
     with pytest.raises(MissingToolError, match="apt-get install containerd"):
         images.import_images({}, "/nonexistent.sock")
