@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from failure_stories import images
-from failure_stories.images import rootfs
 from failure_stories.core.errors import MissingToolError, ProviderError
+from failure_stories.images import rootfs
 
 IS_ROOT = os.geteuid() == 0
 
