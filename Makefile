@@ -43,7 +43,7 @@ run: setup
 	$(KFS) run --all --jobs $(JOBS) --report-dir $(REPORTS)
 
 test-unit: venv
-	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
+	.venv/bin/pytest tests/unit scenarios/*/test_*.py $(PYTEST_ARGS)
 
 # The end-to-end tests start where a new user starts: no cluster, no state
 # directories, no lock records (build caches are kept; KFS_CACHE=$$(mktemp -d)

@@ -287,10 +287,10 @@ def _measure_change(ctx: RunContext, tag: str) -> dict[str, float]:
     out = {
         "keys_written": float(written),
         "keys_on_master": float(on_master),
-        "keys_lost_ratio": round(max(0.0, 1 - on_master / written), 4),
+        "keys_lost_ratio": lost_ratio(on_master, written),
         "promoted_unsynced_replica": 1.0 if any(not f["synced"] for f in failovers) else 0.0,
         "promoted_replica_keys": float(first.get("keys", -1)),
-        "instances_with_all_keys": float(sum(1 for n in per_pod.values() if n >= written)),
+        "instances_with_all_keys": float(holding_all(per_pod, written)),
         "write_unavailability_seconds": float(writes["unavailable_seconds"]),
         "longest_write_outage_seconds": float(writes["longest_outage_seconds"]),
         "rollout_seconds": round(rollout_seconds, 1),
@@ -329,6 +329,16 @@ def setup(ctx: RunContext) -> None:
     _create_baseline(ctx, "naive")
 
 
+def lost_ratio(kept: int, written: int) -> float:
+    """The share of the written keys that are gone (more kept than written: none)."""
+    return round(max(0.0, 1 - kept / written), 4)
+
+
+def holding_all(per_pod: dict[str, int], written: int) -> int:
+    """Instances that hold at least every written key."""
+    return sum(1 for n in per_pod.values() if n >= written)
+
+
 def steady_state(ctx: RunContext) -> dict[str, float]:
     written = ctx.state["keys_written"]
     seen = wait_for(lambda: _keys(ctx, _service_ip(ctx)), what="keys via the Service", timeout=30)
@@ -336,7 +346,7 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
     return {
         "keys_written": float(written),
         "keys_on_master": float(seen),
-        "keys_lost_ratio": round(max(0.0, 1 - seen / written), 4),
+        "keys_lost_ratio": lost_ratio(seen, written),
     }
 
 

@@ -68,6 +68,12 @@ def _measure(ctx: RunContext) -> dict[str, float]:
     internal_ip = ctx.kube.core.read_namespaced_service("internal", ctx.namespace).spec.cluster_ip
     internal = _calls(ctx, f"http://{internal_ip}/healthz", "internal_success")
     external = _calls(ctx, f"http://{ctx.state['outside'].address}/", "external_success")
+    return call_numbers(external, internal)
+
+
+def call_numbers(external: dict[str, Any], internal: dict[str, Any]) -> dict[str, float]:
+    """Success ratios of the two call probes, the outside calls' SYN retransmits
+    and their median duration (a timed-out call counts its whole timeout)."""
     durations = sorted(r["ms"] for r in external["results"])
     return {
         "external_success_ratio": external["ok"] / external["count"],

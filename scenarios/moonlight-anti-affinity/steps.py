@@ -100,17 +100,36 @@ def _restore(ctx: RunContext, node: str) -> None:
     wait_for(lambda: ctx.kube.node_ready(node), what=f"node {node} Ready again", timeout=60)
 
 
+class Outage:
+    """Ready endpoints sampled every ``every`` seconds: the fewest seen, and the
+    time with none at all (each empty sample stands for one interval)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.samples: list[int] = []
+
+    def observe(self, ready: int) -> None:
+        self.samples.append(ready)
+
+    @property
+    def fewest(self) -> int:
+        return min(self.samples) if self.samples else 0
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(1 for r in self.samples if r == 0) * self.every, 2)
+
+
 def _watch_failure(ctx: RunContext, node: str) -> dict[str, float]:
     """Sample the Service's ready endpoints until the node is NotReady, then a bit more."""
     every = 0.25
-    seen: dict[str, Any] = {"min": None, "zero": 0.0, "not_ready_at": None}
+    outage = Outage(every)
+    seen: dict[str, Any] = {"not_ready_at": None}
 
     def probe() -> None:
         ready = ctx.kube.ready_endpoints(ctx.namespace, "web")
         ctx.record("ready_endpoints", ready)
-        seen["min"] = ready if seen["min"] is None else min(seen["min"], ready)
-        if ready == 0:
-            seen["zero"] += every
+        outage.observe(ready)
         if seen["not_ready_at"] is None and not ctx.kube.node_ready(node):
             seen["not_ready_at"] = time.monotonic()
 
@@ -131,8 +150,8 @@ def _watch_failure(ctx: RunContext, node: str) -> dict[str, float]:
     sample(probe, every=every, duration=2.0, what="endpoints after the failure")
     return {
         "distinct_nodes": len(ctx.state["placement"]),
-        "ready_endpoints_min_during_node_failure": seen["min"],
-        "outage_seconds": round(seen["zero"], 2),
+        "ready_endpoints_min_during_node_failure": outage.fewest,
+        "outage_seconds": outage.seconds,
         "node_not_ready_after_seconds": round(seen["not_ready_at"] - ctx.state["failed_at"], 2),
     }
 

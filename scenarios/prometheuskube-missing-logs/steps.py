@@ -250,13 +250,22 @@ def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
         f"{max_lag:.1f}s; running shipper reports {metrics.get('records_dropped', '?')} "
         f"dropped records, {metrics.get('retries', '?')} retries"
     )
+    return log_numbers(w, max_lag, metrics)
+
+
+def log_numbers(
+    window: dict[str, Any], max_lag: float, shipper: dict[str, Any]
+) -> dict[str, float]:
+    """The sink's count of the measured window's lines, the freshness alert (it
+    fires when the newest line is older than ALERT_LAG_SECONDS) and what the
+    shipper itself says it dropped (-1: it does not say)."""
     return {
-        "lines_written": w["expected"],
-        "lines_lost": w["missing"],
-        "duplicate_lines": w["duplicates"],
+        "lines_written": window["expected"],
+        "lines_lost": window["missing"],
+        "duplicate_lines": window["duplicates"],
         "max_freshness_lag_seconds": round(max_lag, 2),
         "freshness_alert_fired": 1.0 if max_lag > ALERT_LAG_SECONDS else 0.0,
-        "records_dropped_reported": float(metrics.get("records_dropped", -1)),
+        "records_dropped_reported": float(shipper.get("records_dropped", -1)),
     }
 
 
