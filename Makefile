@@ -31,7 +31,7 @@ lint: venv
 	.venv/bin/ruff check src tests scenarios operator images
 	.venv/bin/ruff format --check src tests scenarios operator images
 	.venv/bin/mypy
-	.venv/bin/mypy operator/*.py images/workloads/*.py
+	.venv/bin/mypy operator/*.py images/workloads/*.py scenarios/*/workloads/*.py
 	@# Every story's module is named steps: one run each.
 	for f in scenarios/*/steps.py; do .venv/bin/mypy $$f || exit 1; done
 	.venv/bin/lint-imports

@@ -1,6 +1,6 @@
 """JW Player 2019: an exposed, unauthenticated dashboard runs a cryptominer called gcc.
 
-The dashboard (images/workloads/dashboard.py) is a DELIBERATELY VULNERABLE stand-in
+The dashboard (workloads/dashboard.py) is a DELIBERATELY VULNERABLE stand-in
 that runs shell commands sent over HTTP; the "miner" (fakeminer.py) is a harmless,
 self-limiting busy loop named gcc. Both live only in this run's namespace.
 """

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from failure_stories import images
+from failure_stories.core import paths
 from failure_stories.core.wait import wait_for
 
 pytestmark = [
@@ -230,7 +231,8 @@ def test_changed_workloads_replace_the_imported_image(tmp_path, archives, import
     real_cache = archives[images.TOOLBOX_IMAGE].parent
     for f in real_cache.glob("base-*.layer.*"):
         os.link(f, cache / f.name)  # reuse the real base: no second debootstrap
-    changed = images.build_images(cache, images_dir=src)
+    # The checkout's stories' workloads too: this image replaces the cluster's toolbox.
+    changed = images.build_images(cache, images_dir=src, scenarios_dir=paths.SCENARIOS)
     toolbox = {images.TOOLBOX_IMAGE: changed[images.TOOLBOX_IMAGE]}
     try:
         images.import_images(toolbox, imported)

@@ -3,7 +3,8 @@
 The planner is a pure function of a snapshot, so each situation from the Flant
 story (a replica ready while empty, the master replaced first, an unsynced
 replica promoted) and each guard of the safe policy is one small table here.
-The pods' readiness script and the writer are loaded from images/workloads/.
+The pods' readiness script (images/workloads/) and the Flant story's writer are loaded
+from their folders.
 """
 
 from __future__ import annotations
@@ -23,12 +24,20 @@ import pytest
 
 from failure_stories.operator import redis_failover as rf
 
-WORKLOADS = Path(__file__).resolve().parents[2] / "images" / "workloads"
+REPO = Path(__file__).resolve().parents[2]
+# The operator's readiness probe is shared; the writer is the Flant story's own.
+WORKLOADS = {
+    "redis_ready": REPO / "images" / "workloads",
+    "redis_writer": REPO / "scenarios" / "flant-redis-data-loss" / "workloads",
+    "redis_fill": REPO / "scenarios" / "flant-redis-data-loss" / "workloads",
+}
 IMAGE = "localhost/kfs/toolbox:v1"
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"kfs_workload_{name}", WORKLOADS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"kfs_workload_{name}", WORKLOADS[name] / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -15,7 +15,8 @@ import pytest
 
 from failure_stories.core.wait import wait_for
 
-WORKLOADS = Path(__file__).resolve().parents[2] / "images" / "workloads"
+REPO = Path(__file__).resolve().parents[2]
+WORKLOADS = REPO / "images" / "workloads"  # the shared ones, httpserve among them
 
 
 def _free_port() -> int:
@@ -32,9 +33,19 @@ def _get(url: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     ("script", "path", "content_type", "body"),
     [
-        ("httpbin.py", "/healthz", "text/plain; charset=utf-8", "ok\n"),
-        ("logsink.py", "/healthz", "application/json; charset=UTF-8", '{"status": "green"}'),
-        ("dashboard.py", "/healthz", "application/json", '{"status": "ok"}\n'),
+        ("images/workloads/httpbin.py", "/healthz", "text/plain; charset=utf-8", "ok\n"),
+        (
+            "scenarios/prometheuskube-missing-logs/workloads/logsink.py",
+            "/healthz",
+            "application/json; charset=UTF-8",
+            '{"status": "green"}',
+        ),
+        (
+            "scenarios/jwplayer-exposed-dashboard/workloads/dashboard.py",
+            "/healthz",
+            "application/json",
+            '{"status": "ok"}\n',
+        ),
     ],
 )
 def test_server_answers_and_stops_on_sigterm(
@@ -42,12 +53,13 @@ def test_server_answers_and_stops_on_sigterm(
 ) -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(WORKLOADS / script), "--bind", "127.0.0.1", "--port", str(port)],
+        [sys.executable, str(REPO / script), "--bind", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # The dashboard refuses to start outside a scenario namespace.
-        env={**os.environ, "KFS_NAMESPACE": "kfs-unit-test"},
+        # The dashboard refuses to start outside a scenario namespace; and in the
+        # image every workload sits beside httpserve, here it is elsewhere.
+        env={**os.environ, "KFS_NAMESPACE": "kfs-unit-test", "PYTHONPATH": str(WORKLOADS)},
     )
     try:
         got = wait_for(

@@ -4,7 +4,8 @@ There is no registry to pull from, so both images are made here from inputs in
 the repository:
 
 * the toolbox (``TOOLBOX_IMAGE``): a debootstrapped Debian rootfs (layer 1) plus
-  ``images/workloads/`` copied to ``/opt/kfs/workloads`` (layer 2);
+  the shared ``images/workloads/`` and each story's ``scenarios/<id>/workloads/``
+  copied to ``/opt/kfs/workloads`` (layer 2);
 * the pause image (``PAUSE_IMAGE``): our own static ``images/pause/pause.c``.
 
 Archives are written with tarfile/hashlib/json in the layout ``docker save``
@@ -32,6 +33,7 @@ from failure_stories.images.build import (
     build_images,
     pause_key,
     toolbox_key,
+    workload_sources,
     write_workloads_layer,
 )
 from failure_stories.images.cache import RECIPE_VERSION, default_cache_dir, locked, prune
@@ -84,6 +86,7 @@ __all__ = [
     "root_owned",
     "toolbox_key",
     "wait_for_containerd",
+    "workload_sources",
     "write_image_archive",
     "write_layer",
     "write_workloads_layer",

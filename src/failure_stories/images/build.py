@@ -7,10 +7,11 @@ import hashlib
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from failure_stories.core import paths
+from failure_stories.core.errors import DefinitionError
 from failure_stories.host import commands
 from failure_stories.images.cache import RECIPE_VERSION, default_cache_dir, locked, prune
 from failure_stories.images.oci import (
@@ -56,11 +57,36 @@ def workload_files(workloads_dir: Path) -> list[Path]:
     return found
 
 
-def toolbox_key(workloads_dir: Path) -> str:
+Workloads = Path | Mapping[str, Path]
+
+
+def workload_sources(images_dir: Path = IMAGES_DIR, stories: Path | None = None) -> dict[str, Path]:
+    """Every file for /opt/kfs/workloads, by its path there: the shared ones in
+    ``images/workloads/`` and each story's own in ``scenarios/<id>/workloads/``
+    (one story, one folder). Two files for one path are refused."""
+    found = _in_dir(images_dir / "workloads")
+    for folder in sorted(stories.glob("*/workloads")) if stories is not None else []:
+        for rel, path in _in_dir(folder).items():
+            if rel in found:
+                raise DefinitionError(
+                    f"workload {rel} is in both {found[rel].parent} and {folder}: rename one"
+                )
+            found[rel] = path
+    return found
+
+
+def _in_dir(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).as_posix(): p for p in workload_files(folder)}
+
+
+def _sources(workloads: Workloads) -> dict[str, Path]:
+    return _in_dir(workloads) if isinstance(workloads, Path) else dict(workloads)
+
+
+def toolbox_key(workloads: Workloads) -> str:
     h = hashlib.sha256()
     h.update(base_key().encode())
-    for path in workload_files(workloads_dir):
-        rel = path.relative_to(workloads_dir).as_posix()
+    for rel, path in sorted(_sources(workloads).items()):
         # Only the exec bit reaches the image (see root_owned), so
         # only it is hashed: a chmod g+w in a checkout must not force a rebuild.
         executable = bool(path.stat().st_mode & 0o111)
@@ -76,20 +102,27 @@ def pause_key(pause_c: Path) -> str:
     return h.hexdigest()
 
 
-def write_workloads_layer(workloads_dir: Path, out: Path) -> Blob:
+def write_workloads_layer(workloads: Workloads, out: Path) -> Blob:
     """Layer 2 of the toolbox: exactly the files ``workload_files`` lists."""
-    keep = {p.relative_to(workloads_dir).as_posix() for p in workload_files(workloads_dir)}
     with tempfile.TemporaryDirectory(dir=out.parent, prefix="workloads-") as tmp:
         staging = Path(tmp)
-        for rel in sorted(keep):
+        for rel, path in sorted(_sources(workloads).items()):
             dest = staging / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(workloads_dir / rel, dest)
+            shutil.copy2(path, dest)
         return write_layer(staging, out, prefix=WORKLOADS_PATH, normalise=root_owned)
 
 
-def _build_toolbox(cache: Path, images_dir: Path, log: Log) -> Path:
-    workloads = images_dir / "workloads"
+def stories_for(images_dir: Path | None, scenarios_dir: Path | None) -> Path | None:
+    """Whose workloads go in: the given folder's, else the checkout's stories when
+    the checkout's images are built (a test's own images_dir gets none)."""
+    if scenarios_dir is not None:
+        return scenarios_dir
+    return paths.SCENARIOS if images_dir is None else None
+
+
+def _build_toolbox(cache: Path, images_dir: Path, stories: Path | None, log: Log) -> Path:
+    workloads = workload_sources(images_dir, stories)
     key = toolbox_key(workloads)
     archive = cache / f"toolbox-{key[:16]}.tar"
     if archive.is_file():
@@ -153,15 +186,17 @@ def build_images(
     log: Callable[[str], None] = print,
     *,
     images_dir: Path | None = None,
+    scenarios_dir: Path | None = None,
 ) -> dict[str, Path]:
     """Build whatever is stale; return image ref -> archive path."""
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     src = images_dir if images_dir is not None else IMAGES_DIR
+    stories = stories_for(images_dir, scenarios_dir)
     with locked(cache):
         # Under the lock no other build is running, so any .part is a crash's leftover.
         for stale in cache.glob("*.part"):
             stale.unlink()
         return {
-            TOOLBOX_IMAGE: _build_toolbox(cache, src, log),
+            TOOLBOX_IMAGE: _build_toolbox(cache, src, stories, log),
             PAUSE_IMAGE: _build_pause(cache, src, log),
         }

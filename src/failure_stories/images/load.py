@@ -12,7 +12,7 @@ from pathlib import Path
 from failure_stories.core.errors import ProviderError
 from failure_stories.core.wait import wait_for
 from failure_stories.host import commands
-from failure_stories.images.build import IMAGES_DIR, workload_files
+from failure_stories.images.build import IMAGES_DIR, stories_for, workload_sources
 from failure_stories.images.cache import default_cache_dir, locked
 from failure_stories.images.oci import archive_manifest_digest
 from failure_stories.images.rootfs import _require, build_base_layer
@@ -96,7 +96,12 @@ def wait_for_containerd(address: str, timeout: float = 30) -> None:
     wait_for(answers, what=f"containerd on {address}", timeout=timeout, interval=0.2)
 
 
-def docker_build_context(cache_dir: Path | None = None, *, images_dir: Path | None = None) -> Path:
+def docker_build_context(
+    cache_dir: Path | None = None,
+    *,
+    images_dir: Path | None = None,
+    scenarios_dir: Path | None = None,
+) -> Path:
     """Lay out a context for ``docker build -t localhost/kfs/toolbox:v1 <dir>``.
 
     It holds the Dockerfile, the same rootfs tarball as the ctr archive's base
@@ -116,10 +121,9 @@ def docker_build_context(cache_dir: Path | None = None, *, images_dir: Path | No
             os.link(base.path, ctx / "rootfs.tar")
         except OSError:
             shutil.copy2(base.path, ctx / "rootfs.tar")
-        wl = src / "workloads"
         (ctx / "workloads").mkdir()
-        for path in workload_files(wl):
-            dest = ctx / "workloads" / path.relative_to(wl)
+        for rel, path in workload_sources(src, stories_for(images_dir, scenarios_dir)).items():
+            dest = ctx / "workloads" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
     return ctx

@@ -53,7 +53,7 @@ def inputs(repo: Path = REPO) -> list[Path]:
 def key(repo: Path = REPO) -> str:
     h = hashlib.sha256(images.RECIPE_VERSION.encode())
     h.update(images.base_key().encode())
-    h.update(images.toolbox_key(images.IMAGES_DIR / "workloads").encode())
+    h.update(images.toolbox_key(images.workload_sources(stories=paths.SCENARIOS)).encode())
     h.update(" ".join(ENTRYPOINT + CMD).encode())
     for path in inputs(repo):
         h.update(path.relative_to(repo).as_posix().encode() + b"\0")
@@ -111,7 +111,7 @@ def build(cache_dir: Path | None = None, log: Log = print, repo: Path = REPO) ->
         with tempfile.TemporaryDirectory(dir=cache, prefix="operator-") as tmp:
             stage = Path(tmp)
             workloads = images.write_workloads_layer(
-                images.IMAGES_DIR / "workloads", stage / "workloads.tar"
+                images.workload_sources(stories=paths.SCENARIOS), stage / "workloads.tar"
             )
             root = stage / "root"
             lib = root / "operator" / "lib"

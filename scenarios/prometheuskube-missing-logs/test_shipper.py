@@ -20,14 +20,15 @@ from typing import Any
 
 import pytest
 
-WORKLOADS = Path(__file__).resolve().parents[2] / "images" / "workloads"
+HERE = Path(__file__).resolve().parent / "workloads"
+SHARED = Path(__file__).resolve().parents[2] / "images" / "workloads"
 # In a pod the workloads run as scripts and find their shared module (httpserve)
-# next to them; loaded from here they need the same directory on the path.
-sys.path.insert(0, str(WORKLOADS))
+# next to them; loaded from here they need its directory on the path.
+sys.path.insert(0, str(SHARED))
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"kfs_workload_{name}", WORKLOADS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"kfs_workload_{name}", HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
