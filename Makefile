@@ -32,8 +32,8 @@ lint: venv
 	.venv/bin/ruff format --check src tests scenarios operator images
 	.venv/bin/mypy
 	.venv/bin/mypy operator/*.py images/workloads/*.py scenarios/*/workloads/*.py
-	@# Every story's module is named steps: one run each.
-	for f in scenarios/*/steps.py; do .venv/bin/mypy $$f || exit 1; done
+	@# Every story's modules are named steps and audit: one run each.
+	for f in scenarios/*/steps.py scenarios/*/audit.py; do .venv/bin/mypy $$f || exit 1; done
 	.venv/bin/lint-imports
 
 # Stories that measure timing run alone; the others three at a time (see README).

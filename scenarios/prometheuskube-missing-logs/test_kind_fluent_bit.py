@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from failure_stories.audit import Snapshot, check_log_shippers
+from failure_stories.audit import Snapshot
+from failure_stories.contract import scenario as scenarios
+
+check_log_shippers = scenarios.get("prometheuskube-missing-logs").audit().check_log_shippers  # type: ignore[union-attr]
 
 HERE = Path(__file__).resolve().parents[2] / "scenarios/prometheuskube-missing-logs/kind-fluent-bit"
 

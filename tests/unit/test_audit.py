@@ -248,8 +248,11 @@ AWARE = {
 def test_redis_ready_on_ping_or_without_probe_is_flagged():
     for probe in (PING, None, {"tcpSocket": {"port": 6379}}):
         found = A.audit(A.Snapshot(statefulsets=[_redis(probe)]))
-        assert checks(found, "redis", A.FLANT) == {"redis-readiness": A.HIGH}, probe
-    assert checks(A.audit(A.Snapshot(statefulsets=[_redis(AWARE)])), "redis", A.FLANT) == {}
+        assert checks(found, "redis", "flant-redis-data-loss") == {"redis-readiness": A.HIGH}, probe
+    assert (
+        checks(A.audit(A.Snapshot(statefulsets=[_redis(AWARE)])), "redis", "flant-redis-data-loss")
+        == {}
+    )
 
 
 def test_redis_probe_scripts_are_read_from_mounted_configmaps():
@@ -264,23 +267,26 @@ def test_redis_probe_scripts_are_read_from_mounted_configmaps():
 
     sts = _redis(script_probe, volumes=volumes)
     pinged = A.Snapshot(statefulsets=[sts], configmaps=[cm('[ "$(redis-cli ping)" = PONG ]')])
-    assert checks(A.audit(pinged), "redis", A.FLANT) == {"redis-readiness": A.HIGH}
+    assert checks(A.audit(pinged), "redis", "flant-redis-data-loss") == {"redis-readiness": A.HIGH}
     aware = A.Snapshot(
         statefulsets=[sts],
         configmaps=[cm("redis-cli info replication | grep master_link_status:up")],
     )
-    assert checks(A.audit(aware), "redis", A.FLANT) == {}
+    assert checks(A.audit(aware), "redis", "flant-redis-data-loss") == {}
 
 
 def test_redis_probes_the_audit_cannot_read_are_low_and_our_own_probe_passes():
     baked = {"exec": {"command": ["/usr/local/bin/check-redis.sh"]}}
     found = A.audit(A.Snapshot(statefulsets=[_redis(baked)]))
-    assert checks(found, "redis", A.FLANT) == {"redis-readiness": A.LOW}
-    message = next(f.message for f in found if f.story == A.FLANT)
+    assert checks(found, "redis", "flant-redis-data-loss") == {"redis-readiness": A.LOW}
+    message = next(f.message for f in found if f.story == "flant-redis-data-loss")
     assert "unless it checks replication" in message
     # The RedisFailover operator's safe probe (images/workloads/redis_ready.py).
     ours = {"exec": {"command": ["python3", "/opt/kfs/workloads/redis_ready.py"]}}
-    assert checks(A.audit(A.Snapshot(statefulsets=[_redis(ours)])), "redis", A.FLANT) == {}
+    assert (
+        checks(A.audit(A.Snapshot(statefulsets=[_redis(ours)])), "redis", "flant-redis-data-loss")
+        == {}
+    )
 
 
 def test_a_standalone_redis_pod_is_a_lesser_risk():
@@ -549,7 +555,7 @@ def _snat(*, configmaps: list[Obj] | None = None, daemonsets: list[Obj] | None =
         configmaps=configmaps or [],
         daemonsets=daemonsets or [],
     )
-    return [f for f in A.audit(snap) if f.story == A.MINDTICKLE]
+    return [f for f in A.audit(snap) if f.story == "mindtickle-external-snat"]
 
 
 @pytest.mark.parametrize(
@@ -617,9 +623,14 @@ def test_findings_are_ordered_by_story_then_severity_and_serialise():
         configmaps=[masq("ip-masq-agent", ["0.0.0.0/0"])],
     )
     found = A.audit(snap)
-    assert [f.story for f in found] == [A.MOONLIGHT, A.JWPLAYER, A.MINDTICKLE]
+    # In the stories' order, as `kfs list` names them.
+    assert [f.story for f in found] == [
+        "jwplayer-exposed-dashboard",
+        "mindtickle-external-snat",
+        "moonlight-anti-affinity",
+    ]
     assert A.has_high(found)
-    row = found[1].to_dict()
+    row = found[0].to_dict()
     assert set(row) == {"story", "check", "object", "severity", "message", "fix"}
     assert row["object"] == "Service/shop/grafana"
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from failure_stories.audit import SEVERITIES, STORIES, Finding, collect, has_high
+from failure_stories.audit import SEVERITIES, Finding, collect, has_high, stories
 from failure_stories.audit import audit as run_audit
 from failure_stories.core.errors import ClusterUnreachableError
 from failure_stories.providers.kube import Kube
@@ -69,7 +69,7 @@ def connect(kubeconfig: Path | None, context: str | None) -> tuple[Kube, str]:
 
 def print_findings(findings: list[Finding], target: str) -> None:
     console.print(f"[bold]Exposure audit[/bold] of {escape(target)}")
-    for story, warns in STORIES.items():
+    for story, warns in stories().items():
         mine = [f for f in findings if f.story == story]
         counts = Counter(f.severity for f in mine)
         summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s]) or "no findings"

@@ -211,6 +211,7 @@ class Scenario:
     meta: ScenarioMeta
     path: Path
     _module: ModuleType | None = field(default=None, repr=False)
+    _audit: ModuleType | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -224,20 +225,33 @@ class Scenario:
         """Import steps.py lazily: listing scenarios must not import their code."""
         if self._module is None:
             file = self.path / "steps.py"
-            name = "kfs_scenario_" + self.id.replace("-", "_")
-            spec = importlib.util.spec_from_file_location(name, file)
-            if spec is None or spec.loader is None:
-                raise ScenarioDefinitionError(f"{self.id}: cannot import {file}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
+            module = _import(file, "kfs_scenario_" + self.id.replace("-", "_"), self.id)
             check_steps(self.id, module)
             self._module = module
         return self._module
 
+    def audit(self) -> ModuleType | None:
+        """The story's audit checks (``audit.py``), if it has any; imported lazily."""
+        if self._audit is None:
+            file = self.path / "audit.py"
+            if not file.is_file():
+                return None
+            self._audit = _import(file, "kfs_audit_" + self.id.replace("-", "_"), self.id)
+        return self._audit
+
     def step(self, phase: str) -> StepFn | None:
         fn = getattr(self.steps(), phase.replace("-", "_"), None)
         return fn if callable(fn) else None
+
+
+def _import(file: Path, name: str, scenario_id: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ScenarioDefinitionError(f"{scenario_id}: cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 # The functions steps.py may define for phases, and the ones it must.
