@@ -228,7 +228,14 @@ def run(
         raise click.UsageError(
             f"--jobs needs one shared cluster (local or existing); {provider} builds one per story"
         )
-    ses = Session(prov, report_dir, keep=keep_cluster, listener=Progress(), say=console.print)
+    ses = Session(
+        prov,
+        report_dir,
+        keep=keep_cluster,
+        listener=Progress(),
+        say=console.print,
+        keep_flag="--keep-cluster",
+    )
     ses.check(chosen)  # before the cluster is touched
     with ses:
         if jobs > 1 and len(chosen) > 1:

@@ -46,12 +46,14 @@ class Session:
         keep: bool = False,
         listener: Listener | None = None,
         say: Callable[[str], None] = print,
+        keep_flag: str | None = None,
     ) -> None:
         self.provider = provider
         self.report_dir = report_dir
         self.keep = keep
         self.listener = listener
         self.say = say
+        self.keep_flag = keep_flag  # the option that would have kept the cluster, if any
         self.reports: list[ScenarioReport] = []
         self.created = False
 
@@ -69,10 +71,8 @@ class Session:
             self.write_reports()
         finally:
             if self.created and not self.keep:
-                self.say(
-                    f"deleting the {self.provider.name} cluster this run created "
-                    "(--keep-cluster keeps it)"
-                )
+                hint = f" ({self.keep_flag} keeps it)" if self.keep_flag else ""
+                self.say(f"deleting the {self.provider.name} cluster this run created{hint}")
                 self.provider.down()
 
     def check(self, stories: Iterable[Scenario]) -> None:
