@@ -1,0 +1,1 @@
+"""The pytest plugin shipped with the package (fixtures and scenario.yaml collection)."""
