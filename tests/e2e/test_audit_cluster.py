@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from failure_stories.audit import LATENCY_CRITICAL, collect
 from failure_stories.cli.audit import audit
+from failure_stories.core.wait import wait_for
 from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.providers.base import SIMULATED_NODE_LABEL
 from failure_stories.providers.kube import Kube
@@ -262,10 +263,17 @@ QUIET = [
 
 
 def _schedulable_simulated_node(kube: Kube) -> str:
-    for node in kube.core.list_node(label_selector=f"{SIMULATED_NODE_LABEL}=true").items:
-        if kube.node_ready(node) and not node.spec.unschedulable and not node.spec.taints:
-            return str(node.metadata.name)
-    pytest.skip("no ready simulated node to pin replicas to (another test stopped them?)")
+    """A Ready simulated node without taints. Right after a cold `cluster up` the
+    node lifecycle controller may not have lifted its not-ready taint yet (this
+    test runs first in a fresh session): wait for it, never skip."""
+
+    def untainted() -> str | None:
+        for node in kube.core.list_node(label_selector=f"{SIMULATED_NODE_LABEL}=true").items:
+            if kube.node_ready(node) and not node.spec.unschedulable and not node.spec.taints:
+                return str(node.metadata.name)
+        return None
+
+    return wait_for(untainted, what="a Ready, untainted simulated node", timeout=60)
 
 
 @pytest.fixture
