@@ -30,6 +30,7 @@ runner finds ``steps.py``; `model` holds what they share.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
 from failure_stories.audit.model import (
     _RANK,
@@ -51,24 +52,25 @@ from failure_stories.contract import scenario as scenarios
 Check = Callable[[Snapshot], Iterator[Finding]]
 
 
+def _story_modules() -> list[ModuleType]:
+    """Each story's audit module, in the stories' order (one discovery)."""
+    return [mod for s in scenarios.discover().values() if (mod := s.audit()) is not None]
+
+
 def stories() -> dict[str, str]:
     """Story id -> what its checks look for, in report order (the stories' order)."""
-    return {s.id: mod.LOOKS_FOR for s in scenarios.discover().values() if (mod := s.audit())}
+    return {mod.STORY: mod.LOOKS_FOR for mod in _story_modules()}
 
 
 def checks() -> list[Check]:
-    found: list[Check] = []
-    for s in scenarios.discover().values():
-        mod = s.audit()
-        if mod is not None:
-            found.extend(mod.CHECKS)
-    return found
+    return [check for mod in _story_modules() for check in mod.CHECKS]
 
 
 def audit(snap: Snapshot) -> list[Finding]:
     """Every finding, by story (in the stories' order), then severity, then object."""
-    story_order = {s: i for i, s in enumerate(stories())}
-    found = [f for check in checks() for f in check(snap)]
+    mods = _story_modules()
+    story_order = {mod.STORY: i for i, mod in enumerate(mods)}
+    found = [f for mod in mods for check in mod.CHECKS for f in check(snap)]
     return sorted(found, key=lambda f: (story_order[f.story], _RANK[f.severity], f.object, f.check))
 
 
