@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shlex
 from pathlib import Path
 
 from failure_stories.core import atomic
 from failure_stories.core.errors import ProviderError
+from failure_stories.host import iptables
 from failure_stories.host.commands import run
 from failure_stories.providers.local import layout as L
 
@@ -34,6 +34,15 @@ TOUCHED_BY_COMPONENTS = (
 )
 # Chains created on our behalf: kube-proxy's, the CNI plugins' and scenarios'.
 OUR_CHAIN = re.compile(r"^(KUBE-|CNI-|KFS-)")
+SCENARIO_CHAIN = iptables.SCENARIO_CHAIN
+
+
+def our_chains(pattern: re.Pattern[str] = OUR_CHAIN) -> dict[str, list[str]]:
+    return iptables.chains(pattern, run)
+
+
+def sweep_iptables(pattern: re.Pattern[str] = OUR_CHAIN) -> list[str]:
+    return iptables.sweep(pattern, run)
 
 
 def _sysctl_path(key: str) -> Path:
@@ -113,37 +122,3 @@ def host_veths() -> list[str]:
     """veth ends attached to our bridge (the CNI plugin names them vethXXXX)."""
     brif = Path(f"/sys/class/net/{L.BRIDGE}/brif")
     return sorted(p.name for p in brif.iterdir()) if brif.exists() else []
-
-
-SCENARIO_CHAIN = re.compile(r"^KFS-")
-
-
-def our_chains(pattern: re.Pattern[str] = OUR_CHAIN) -> dict[str, list[str]]:
-    """Chains in the filter, nat and mangle tables that match ``pattern``, by table."""
-    out: dict[str, list[str]] = {}
-    for table in ("filter", "nat", "mangle"):
-        rules = run(["iptables", "-w", "-t", table, "-S"], check=False)
-        names = [line.split()[1] for line in rules.splitlines() if line.startswith("-N ")]
-        out[table] = [n for n in names if pattern.match(n)]
-    return out
-
-
-def sweep_iptables(pattern: re.Pattern[str] = OUR_CHAIN) -> list[str]:
-    """Remove every rule that jumps to a matching chain, then the chains."""
-    removed: list[str] = []
-    for table, chains in our_chains(pattern).items():
-        if not chains:
-            continue
-        rules = run(["iptables", "-w", "-t", table, "-S"], check=False).splitlines()
-        for line in rules:
-            parts = shlex.split(line)
-            if parts[:1] != ["-A"] or pattern.match(parts[1]):
-                continue
-            if "-j" in parts and pattern.match(parts[parts.index("-j") + 1]):
-                run(["iptables", "-w", "-t", table, "-D", *parts[1:]], check=False)
-        for chain in chains:
-            run(["iptables", "-w", "-t", table, "-F", chain], check=False)
-        for chain in chains:
-            run(["iptables", "-w", "-t", table, "-X", chain], check=False)
-            removed.append(f"iptables chain {table}/{chain}")
-    return removed
