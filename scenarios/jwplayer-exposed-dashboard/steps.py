@@ -371,7 +371,7 @@ def _outside_host(ctx: RunContext) -> OutsideHost:
 
     def create() -> OutsideHost | None:
         try:
-            return ctx.outside_network.outside_host(OUTSIDE_NET)
+            return ctx.outside_network.outside_host(OUTSIDE_NET, node=ctx.state["node"])
         except ProviderError as exc:
             if "already exists" in str(exc):
                 return None

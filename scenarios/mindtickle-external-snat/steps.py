@@ -21,11 +21,12 @@ def setup(ctx: RunContext) -> None:
     )
     ctx.kube.wait_pod_running(ctx.namespace, "caller")
     ctx.kube.wait_service_answers(ctx.namespace, "internal", from_pod="caller")
-    outside = ctx.outside_network.outside_host(OUTSIDE_NET)
+    ctx.state["node"] = ctx.kube.core.read_namespaced_pod("caller", ctx.namespace).spec.node_name
+    # Beside the caller's node: its egress is what the fault changes.
+    outside = ctx.outside_network.outside_host(OUTSIDE_NET, node=ctx.state["node"])
     ctx.defer(f"delete outside host {outside.name}", outside.delete)
     outside.serve_http(80, "partner API\n")
     ctx.state["outside"] = outside
-    ctx.state["node"] = ctx.kube.core.read_namespaced_pod("caller", ctx.namespace).spec.node_name
     ctx.log(f"outside host {outside.address} in netns {outside.name}")
     # Like the internal service above, the outside path must answer a few times
     # in a row before steady state is measured: with other runs starting pods

@@ -4,18 +4,41 @@ documentation ranges, reachable from the node and nowhere else.
 An outside host gets a veth pair: the host end carries the gateway address, the
 namespace end the host's address; the namespace knows only its own /24, so a
 reply to an un-NATed pod address has nowhere to go - exactly the MindTickle
-failure. Every namespace is named kfs-ext-*, so cleanup can find strays."""
+failure. Every namespace is named kfs-ext-*, so cleanup can find strays.
+
+Where the namespace lives is the caller's: by default this host (``run`` and
+``start`` below); a provider that reaches its node another way (the node agent)
+passes its own way to run a command there and to start a long-lived process."""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from failure_stories.core.errors import ProviderError
+from failure_stories.core.wait import wait_for
+from failure_stories.host import commands
 from failure_stories.host.commands import run
+
+# Runs a command where the namespace lives (host.commands.run's shape).
+Run = Callable[..., str]
+# Starts a long-lived process there; returns how to stop it.
+Start = Callable[[list[str]], Callable[[], None]]
+
+
+def _popen(argv: list[str]) -> Callable[[], None]:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop() -> None:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+    return stop
+
 
 PREFIX = "kfs-ext-"
 DOC_NETS = {
@@ -31,10 +54,12 @@ class OutsideHost:
     gateway: str  # on the node's side
     address: str  # the outside host itself
     host_veth: str
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    run: Run = commands.run
+    start: Start = _popen
+    stops: list[Callable[[], None]] = field(default_factory=list)
 
     def exec(self, argv: list[str], **kw: object) -> str:
-        return run(["ip", "netns", "exec", self.name, *argv], **kw)  # type: ignore[arg-type]
+        return self.run(["ip", "netns", "exec", self.name, *argv], **kw)
 
     def serve_http(self, port: int = 80, body: str = "outside") -> None:
         """A plain HTTP server inside the namespace, owned by this object."""
@@ -48,14 +73,7 @@ class OutsideHost:
             "    def log_message(self, *a): pass\n"
             f"h.ThreadingHTTPServer(('{self.address}', {port}), H).serve_forever()\n"
         )
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, "python3", "-c", script],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.processes.append(proc)
-        from failure_stories.core.wait import wait_for
-
+        self.stops.append(self.start(["ip", "netns", "exec", self.name, "python3", "-c", script]))
         wait_for(
             lambda: f"{self.address}:{port}" in self.exec(["ss", "-ltnH"]),
             what=f"HTTP server on {self.address}:{port}",
@@ -64,30 +82,31 @@ class OutsideHost:
         )
 
     def delete(self) -> None:
-        for proc in self.processes:
-            proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        self.processes.clear()
+        for stop in self.stops:
+            stop()
+        self.stops.clear()
         # Deleting the namespace removes its veth end and so the pair.
-        run(["ip", "netns", "delete", self.name], check=False)
-        run(["ip", "link", "delete", self.host_veth], check=False)
+        self.run(["ip", "netns", "delete", self.name], check=False)
+        self.run(["ip", "link", "delete", self.host_veth], check=False)
 
 
-def create(subnet: str = "198.51.100.0/24") -> OutsideHost:
+def create(
+    subnet: str = "198.51.100.0/24", run: Run = commands.run, start: Start = _popen
+) -> OutsideHost:
     if subnet not in DOC_NETS:
         raise ProviderError(f"outside hosts live on documentation ranges only: {list(DOC_NETS)}")
     gateway, address = DOC_NETS[subnet]
-    for path in Path("/sys/class/net").glob("kfsx*"):
+    for line in run(["ip", "-o", "-4", "addr", "show"], check=False).splitlines():
         # One outside host per range: a second would clash on the same addresses.
-        if gateway in run(["ip", "-o", "-4", "addr", "show", "dev", path.name], check=False):
+        fields = line.split()
+        if len(fields) > 3 and fields[1].startswith("kfsx") and f" {gateway}/" in line:
             raise ProviderError(
-                f"an outside host on {subnet} already exists ({path.name}); "
+                f"an outside host on {subnet} already exists ({fields[1]}); "
                 "run `kfs cleanup` if it is a leftover"
             )
     tag = secrets.token_hex(3)
     name, host_veth, ns_veth = PREFIX + tag, f"kfsx{tag}", f"kfsy{tag}"
-    host = OutsideHost(name, subnet, gateway, address, host_veth)
+    host = OutsideHost(name, subnet, gateway, address, host_veth, run=run, start=start)
     try:
         run(["ip", "netns", "add", name])
         run(["ip", "link", "add", host_veth, "type", "veth", "peer", "name", ns_veth])

@@ -6,12 +6,15 @@ outside-network]``); `kfs run` and the runner refuse at once, in one line, a
 provider that lacks one, instead of failing half-way through a fault.
 
     name             interface        local              kind            existing
-    node-shell       NodeShell        the host           docker exec     -
-    node-failure     NodeFailure      kwok nodes frozen  docker pause    -
-    cgroup-read      CgroupReader     the host's cgroupfs  -             -
-    outside-network  OutsideNetwork   netns on the host  -               -
+    node-shell       NodeShell        the host           docker exec     the node agent
+    node-failure     NodeFailure      kwok nodes frozen  docker pause    kubelet frozen (agent)
+    cgroup-read      CgroupReader     the host's cgroupfs  -             the node agent
+    outside-network  OutsideNetwork   netns on the host  -               netns in the agent
     image-loading    ImageLoader      containerd import  kind load       -
     operator-host    OperatorHost     this checkout      -               -
+
+The node agent (providers.agent) is how a cluster kfs did not build is reached:
+a privileged pod per node and run, every change journalled on the cluster.
 
 Two facts about the cluster itself are flags on the Provider, not abilities:
 ``owns_cluster`` (kfs may delete what it created; never an existing cluster)
@@ -51,8 +54,8 @@ class CgroupReader(Protocol):
 
 @runtime_checkable
 class OutsideNetwork(Protocol):
-    def outside_host(self, subnet: str) -> OutsideHost:
-        """A host outside the cluster, reachable from the real node (see netns)."""
+    def outside_host(self, subnet: str, node: str) -> OutsideHost:
+        """A host outside the cluster on ``subnet``, reachable from ``node`` (see netns)."""
 
 
 @runtime_checkable

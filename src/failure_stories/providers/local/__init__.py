@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +188,16 @@ class LocalProvider(Provider):
 
     pod_cidr = L.CLUSTER_CIDR
 
-    def sweep_node_changes(self) -> list[str]:
+    def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
         removed = hostnet.sweep_iptables(hostnet.SCENARIO_CHAIN)
         for node in L.SIMULATED_NODES:  # a run killed mid-failure leaves a node frozen
             if self.sup.thaw(controlplane.kwok_component(node)):
                 removed.append(f"the failure of node {node} (its kwok agent was frozen)")
         return removed
 
-    def outside_host(self, subnet: str) -> OutsideHost:
+    def outside_host(self, subnet: str, node: str = L.REAL_NODE) -> OutsideHost:
+        if node != L.REAL_NODE:
+            raise ProviderError(f"outside hosts are reached from {L.REAL_NODE}, not {node}")
         return netns.create(subnet)
 
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
