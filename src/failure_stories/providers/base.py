@@ -6,6 +6,8 @@ One small interface, one module per implementation (local, kind, existing).
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +84,16 @@ class Provider(abc.ABC):
     # Node-level abilities (a node shell, node failure, cgroup reads, an outside
     # network, image loading) are interfaces in providers.capabilities: a
     # provider implements the ones it has.
-    def sweep_node_changes(self) -> list[str]:
-        """Undo node-level faults that interrupted runs left (KFS-* chains...)."""
+    def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
+        """Undo node-level faults that interrupted runs left (KFS-* chains...):
+        of the runs named in ``runs`` where the provider can tell them apart."""
         return []
+
+    @contextlib.contextmanager
+    def run_scope(
+        self, namespace: str, scenario: Scenario, log: Callable[[str], None]
+    ) -> Iterator[None]:
+        """Held around one run, after its namespace exists and until its teardown
+        is done: a provider that reaches nodes through the cluster (the node agent)
+        sets up and removes that access here."""
+        yield

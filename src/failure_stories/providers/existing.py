@@ -6,18 +6,26 @@ into a game day on production)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import config
 
-from failure_stories.core.errors import ClusterUnreachableError, GuardRefusedError
+from failure_stories.core.errors import ClusterUnreachableError, GuardRefusedError, ProviderError
+from failure_stories.providers import fit
+from failure_stories.providers.agent import NodeAgent, revert
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.kube import Kube
 
 if TYPE_CHECKING:
     from failure_stories.contract.scenario import Scenario
+    from failure_stories.host.netns import OutsideHost
+
+# Abilities that reach a node: on this provider, through the node agent.
+NODE_ABILITIES = ("node-shell", "node-failure", "cgroup-read", "outside-network")
 
 
 def _kubeconfig_path() -> Path:
@@ -30,6 +38,7 @@ class ExistingProvider(Provider):
     owns_cluster = False
 
     def __init__(self, context: str | None = None, allow: str | None = None) -> None:
+        self._agent: NodeAgent | None = None
         self.path = _kubeconfig_path()
         self.context = context or self._current_context()
         self.allow = allow
@@ -63,6 +72,7 @@ class ExistingProvider(Provider):
         self.check_allowed()
         kube = self.kube()
         kube.ping()
+        fit.check(kube, scenario, self.context, NODE_ABILITIES)
         return kube
 
     def kube(self) -> Kube:
@@ -90,4 +100,50 @@ class ExistingProvider(Provider):
         return st
 
     def info(self) -> dict[str, Any]:
-        return {"context": self.context}
+        return {"context": self.context, "node_access": "node agent"}
+
+    # -- node-level abilities, through one node agent per run (providers.agent) ------
+    @contextlib.contextmanager
+    def run_scope(
+        self, namespace: str, scenario: Scenario, log: Callable[[str], None]
+    ) -> Iterator[None]:
+        agent = NodeAgent(self.kube(), namespace, self.manifest_variables()["TOOLBOX_IMAGE"], log)
+        if any(n in NODE_ABILITIES for n in scenario.meta.needs):
+            agent.set_up()  # a cluster that forbids the agent is refused before any step
+        self._agent = agent
+        try:
+            yield
+        finally:
+            self._agent = None
+            agent.tear_down()
+
+    @property
+    def agent(self) -> NodeAgent:
+        if self._agent is None:
+            raise ProviderError("node-level actions on an existing cluster happen inside a run")
+        return self._agent
+
+    def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
+        return self.agent.node_exec(node, argv, check=check)
+
+    def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
+        """What the agents of dead runs journalled, undone from wherever kfs runs."""
+        from failure_stories.host.locks import run_active
+
+        return revert(self.kube(), active=run_active, only=runs)
+
+    def stop_node(self, node: str) -> None:
+        self.agent.freeze_kubelet(node)
+
+    def start_node(self, node: str) -> None:
+        self.agent.thaw_kubelet(node)
+
+    def read_cgroup(self, pod: Any, container: str, controller: str, filename: str) -> str:
+        status = next((c for c in pod.status.container_statuses or [] if c.name == container), None)
+        if status is None or not status.container_id:
+            raise ProviderError(f"container {container} of {pod.metadata.name} is not running")
+        cid = status.container_id.split("://", 1)[1]
+        return self.agent.read_cgroup(pod.spec.node_name, cid, controller, filename)
+
+    def outside_host(self, subnet: str, node: str) -> OutsideHost:
+        return self.agent.outside_host(node, subnet)

@@ -12,6 +12,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories.core.errors import KfsError
 from failure_stories.host import netns
 from failure_stories.host.locks import held, remove_all, run_active, sweep_run_locks
+from failure_stories.providers.agent.objects import AGENT_LABEL
 from failure_stories.providers.base import Provider
 from failure_stories.providers.kube import KFS, MANAGED_BY, RUN_LABEL
 
@@ -43,9 +44,13 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
         kube = provider.kube()
         for ns in kube.core.list_namespace(label_selector=selector).items:
             name = ns.metadata.name
-            if only is not None and name not in only:
+            labels = ns.metadata.labels or {}
+            if AGENT_LABEL in labels and node_level:
+                continue  # reverted with the node's changes below: it holds their journal
+            run = labels.get(RUN_LABEL, name)  # an agent's namespace names its run
+            if only is not None and run not in only:
                 continue
-            if run_active(name):
+            if run_active(run):
                 done.append(f"kept namespace {name}: its run is in progress")
                 continue
             kube.core.delete_namespace(name)
@@ -66,7 +71,7 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
         return done
     # Node-level leftovers are only swept while no run is changing the node.
     with held("node", "runs that change the node to finish", timeout=600):
-        for name in provider.sweep_node_changes():
+        for name in provider.sweep_node_changes(only):
             done.append(f"removed {name}")
         for name in netns.sweep():
             done.append(f"deleted outside host {name}")

@@ -28,7 +28,7 @@ from failure_stories.reporting.model import (
     ScenarioReport,
     write_json,
 )
-from failure_stories.run.context import RunContext
+from failure_stories.run.context import Cleanup, RunContext
 from failure_stories.run.events import Event, EventKind
 
 if TYPE_CHECKING:
@@ -144,6 +144,7 @@ class Runner:
             with interrupts_raise():
                 try:
                     ctx = self._prepare(scenario, report)
+                    self._enter_run_scope(scenario, ctx)
                     verdict = self._run_phases(scenario, ctx, report)
                 except Interrupted as exc:
                     interrupted = exc
@@ -153,7 +154,7 @@ class Runner:
                         report.phases[-1].error = str(exc)
                 except Exception as exc:
                     report.error = _one_line(exc)
-                    if ctx is None:  # the cluster or namespace could not be prepared
+                    if not report.phases:  # the cluster, namespace or node access failed
                         report.phases.append(PhaseResult("setup", ok=False, error=report.error))
         except Interrupted as exc:  # a signal between the inner handler and here
             interrupted = exc
@@ -208,6 +209,18 @@ class Runner:
             variables=self.provider.manifest_variables(),
             log=lambda msg: self._emit(Event(EventKind.LOG, scenario.id, message=msg)),
         )
+
+    def _enter_run_scope(self, scenario: Scenario, ctx: RunContext) -> None:
+        """The provider's per-run node access; closed by the last teardown action,
+        after the story's own undo steps (which still reach the nodes through it)
+        and before the namespace goes, so its failures are teardown's to report."""
+        scope = self.provider.run_scope(ctx.namespace, scenario, ctx.log)
+        scope.__enter__()
+
+        def close() -> None:
+            scope.__exit__(None, None, None)
+
+        ctx.cleanups.insert(0, Cleanup(f"{self.provider.name} node access", close))
 
     def _hold_node_locks(self, scenario: Scenario, report: ScenarioReport) -> None:
         """Node lock (shared, or exclusive for timing stories), then the named

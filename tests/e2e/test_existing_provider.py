@@ -1,0 +1,195 @@
+"""The `existing` provider pointed at the local cluster's kubeconfig, as a user
+points kfs at a cluster it did not build: every story the cluster's shape
+allows runs through the node agent, and kfs runs no command on this host.
+
+The local cluster has one node that runs containers (kfs-worker) and three
+simulated ones, so Moonlight, which fails three nodes, is refused up front."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failure_stories.contract import scenario as scenarios
+from failure_stories.core.wait import wait_for
+from failure_stories.images import TOOLBOX_IMAGE
+from failure_stories.providers.agent import NodeAgent, agent_namespaces
+from failure_stories.providers.existing import ExistingProvider
+from failure_stories.providers.kube import KFS, MANAGED_BY, Kube
+from failure_stories.run.session import Session
+
+CONTEXT = "kfs-local"  # the local provider's admin kubeconfig names its context so
+NODE = "kfs-worker"
+THE_SHAPE_ALLOWS = [
+    "buffer-cpu-throttling",
+    "flant-redis-data-loss",
+    "jwplayer-exposed-dashboard",
+    "mindtickle-external-snat",
+    "prometheuskube-missing-logs",
+]
+
+
+@pytest.fixture
+def kubeconfig(kfs_provider: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = Path(kfs_provider.kubeconfig)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def images_on_the_nodes(kfs_provider: Any) -> None:
+    """What a user does for their own cluster once: the images kfs builds made
+    available to its nodes (there, by a registry; here, imported beforehand)."""
+    from failure_stories.operator import image as operator_image
+    from failure_stories.operator.image import OPERATOR_IMAGE
+
+    kfs_provider.load_images({OPERATOR_IMAGE: operator_image.build()})
+
+
+@pytest.fixture
+def existing(kubeconfig: Path, images_on_the_nodes: None) -> ExistingProvider:
+    return ExistingProvider(context=CONTEXT, allow=CONTEXT)
+
+
+@pytest.fixture
+def host_commands(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every process this test's kfs code starts on this host (it must start none)."""
+    seen: list[Any] = []
+    real = subprocess.Popen.__init__
+
+    def spy(self: subprocess.Popen[Any], args: Any, *a: Any, **kw: Any) -> None:
+        seen.append(args)
+        real(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    return seen
+
+
+def _kfs_chains() -> str:
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return "\n".join(line for line in out.splitlines() if "KFS-" in line)
+
+
+def _outside_links() -> list[str]:
+    return [p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith("kfsx")]
+
+
+@pytest.mark.parametrize("story", THE_SHAPE_ALLOWS)
+def test_story_through_the_node_agent(
+    existing: ExistingProvider, kube: Kube, host_commands: list[Any], tmp_path: Path, story: str
+) -> None:
+    before = _kfs_chains()
+    session = Session(existing, tmp_path)
+    with session:
+        report = session.run(scenarios.get(story))
+    seen = list(host_commands)
+    assert report.verdict == "passed", (report.error, [p.error for p in report.phases])
+    assert report.info["node_access"] == "node agent"
+    judged = [m for p in report.phases for m in p.measurements.values() if m.ok is not None]
+    assert judged and all(m.ok for m in judged)
+    assert seen == [], f"kfs ran commands on this host: {seen}"
+    # Nothing of the run is left on the cluster or on the node.
+    assert agent_namespaces(kube) == {}
+    assert not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items
+    assert _kfs_chains() == before
+    assert _outside_links() == []
+
+
+def test_a_cluster_too_small_is_refused_in_one_line(
+    existing: ExistingProvider, kube: Kube, tmp_path: Path
+) -> None:
+    session = Session(existing, tmp_path)
+    with session:
+        report = session.run(scenarios.get("moonlight-anti-affinity"))
+    assert report.verdict == "error"
+    assert "\n" not in report.error
+    assert re.search(
+        r"moonlight-anti-affinity fails nodes through the node agent, which needs 3 "
+        r"schedulable nodes that run containers; context kfs-local has 1 \(kfs-sim-a, "
+        r"kfs-sim-b, kfs-sim-c are simulated\)",
+        report.error,
+    ), report.error
+    # Refused before anything was created.
+    assert not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items
+
+
+def _kubelet() -> tuple[int, str]:
+    pid = int(
+        subprocess.run(
+            ["pgrep", "-o", "-x", "kubelet"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    return pid, state
+
+
+@pytest.fixture
+def agent(kube: Kube) -> Iterator[NodeAgent]:
+    namespace = kube.create_namespace("e2e-agent")
+    node_agent = NodeAgent(kube, namespace, TOOLBOX_IMAGE, log=lambda _m: None)
+    yield node_agent
+    node_agent.tear_down()
+    kube.delete_namespace(namespace)
+
+
+def test_freeze_and_thaw_a_real_kubelet(agent: NodeAgent, kube: Kube) -> None:
+    """The node failure any Linux node can take: its kubelet stopped, and brought
+    back through the API server (the frozen kubelet cannot serve exec)."""
+    pid, state = _kubelet()
+    assert state in ("S", "R")
+    agent.freeze_kubelet(NODE, deadline=120)
+    assert _kubelet() == (pid, "T")
+    started = time.monotonic()
+    agent.thaw_kubelet(NODE)
+    thaw_seconds = time.monotonic() - started
+    assert _kubelet()[0] == pid and _kubelet()[1] in ("S", "R")
+    assert thaw_seconds < 15, thaw_seconds
+    assert wait_for(lambda: kube.node_ready(NODE), what=f"{NODE} Ready", timeout=60)
+
+
+def test_a_frozen_kubelet_thaws_at_its_deadline_when_kfs_dies(kube: Kube, tmp_path: Path) -> None:
+    """The deadline is set at freeze time: a kfs process killed with SIGKILL right
+    after freezing leaves a kubelet that comes back by itself."""
+    namespace = kube.create_namespace("e2e-agent-deadline")
+    script = (
+        "import os, signal, sys\n"
+        "from failure_stories.providers.agent import NodeAgent\n"
+        "from failure_stories.providers.kube import Kube\n"
+        f"agent = NodeAgent(Kube(sys.argv[1]), {namespace!r}, {TOOLBOX_IMAGE!r})\n"
+        f"agent.freeze_kubelet({NODE!r}, deadline=10)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(kube.kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        frozen_at = time.monotonic()
+        assert _kubelet()[1] == "T"
+        wait_for(lambda: _kubelet()[1] != "T", what="the deadline to thaw the kubelet", timeout=60)
+        assert 5 <= time.monotonic() - frozen_at <= 30
+        # The journal still names the change for `kfs cleanup` on another machine.
+        agents = agent_namespaces(kube)
+        assert namespace in agents.values()
+        journal = kube.core.read_namespaced_config_map(
+            "kfs-node-changes", next(a for a, r in agents.items() if r == namespace)
+        ).data
+        assert any(k.startswith("freeze.") for k in journal or {})
+    finally:
+        from failure_stories.providers.agent import revert
+
+        revert(kube, active=lambda _run: False, only=[namespace])
+        kube.delete_namespace(namespace)
+    assert agent_namespaces(kube) == {}
