@@ -6,11 +6,40 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from failure_stories.cli.main import cli
+
+
+def write_kubeconfig(path: Path, *contexts: str, current: str | None = None) -> Path:
+    """A kubeconfig whose contexts all point at a port where nothing listens."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": current or contexts[0],
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [
+                    {"name": c, "context": {"cluster": "c", "user": "u"}} for c in contexts
+                ],
+            }
+        )
+    )
+    return path
+
+
+def one_line(out: Any) -> str:
+    """The single line a refused command prints, with no traceback."""
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1, out.output
+    return str(lines[0])
 
 
 def kfs(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,14 +90,7 @@ def test_existing_provider_refuses_a_context_not_allowed(tmp_path, monkeypatch, 
     # A story that needs no node ability, so the context guard is what decides.
     story = make_scenario("def symptom(ctx): return {}\ndef verify(ctx): return {}\n")
     monkeypatch.setenv("KFS_SCENARIOS_DIR", str(story.parent))
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: prod\n"
-        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {}}]\n"
-        "contexts: [{name: prod, context: {cluster: c, user: u}}]\n"
-    )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", "prod")))
     out = CliRunner().invoke(
         cli,
         [
@@ -80,11 +102,12 @@ def test_existing_provider_refuses_a_context_not_allowed(tmp_path, monkeypatch, 
             str(tmp_path / "r"),
         ],
     )
-    assert out.exit_code == 1  # the verdict is error: nothing ran
-    report = json.loads((tmp_path / "r" / "test-story.json").read_text())
-    assert report["verdict"] == "error"
-    assert "refusing to inject faults into context 'prod'" in report["error"]
-    assert "--allow-context prod" in report["error"]
+    assert out.exit_code == 2  # refused before anything ran
+    assert one_line(out) == (
+        "kfs: error: refusing to inject faults into context 'prod': "
+        "pass --allow-context prod if this cluster is meant for it"
+    )
+    assert not (tmp_path / "r").exists()
 
 
 def test_unknown_context_is_one_line(tmp_path, monkeypatch):

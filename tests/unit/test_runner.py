@@ -209,11 +209,12 @@ def test_dry_run_prints_the_plan_and_touches_nothing(monkeypatch):
     from click.testing import CliRunner
 
     from failure_stories.cli import main as cli_module
+    from failure_stories.cli import options
 
     def boom(*_a: object, **_k: object) -> None:
         raise AssertionError("a dry run must not reach a provider")
 
-    monkeypatch.setattr(cli_module, "get_provider", boom)
+    monkeypatch.setattr(options, "get_provider", boom)
     out = CliRunner().invoke(cli_module.cli, ["run", "--dry-run", "--all"])
     assert out.exit_code == 0, out.output
     for s in scenarios.discover().values():

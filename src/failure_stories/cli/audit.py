@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import click
-from kubernetes import config
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from failure_stories.audit import SEVERITIES, Finding, collect, has_high, stories
 from failure_stories.audit import audit as run_audit
+from failure_stories.cli.options import ClusterOptions, audit_options
 from failure_stories.core.errors import ClusterUnreachableError
 from failure_stories.providers.kube import Kube
+from failure_stories.providers.kubeconfig import KubeConfig, KubeconfigSpec, describe
 
 console = Console(highlight=False)
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 
-def _default_kubeconfig() -> Path:
-    first = os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]
-    return Path(first).expanduser()
-
-
-def _contexts(path: Path) -> list[str]:
+def _contexts(spec: KubeconfigSpec) -> list[str]:
     try:
-        contexts, _ = config.list_kube_config_contexts(str(path))
-    except (config.ConfigException, OSError):
+        return KubeConfig(spec).contexts
+    except ClusterUnreachableError:
         return []
-    return [str(c["name"]) for c in contexts]
 
 
 def _local_kubeconfig() -> Path | None:
@@ -44,24 +38,29 @@ def _local_kubeconfig() -> Path | None:
     return local.kubeconfig if local.is_up() else None
 
 
-def connect(kubeconfig: Path | None, context: str | None) -> tuple[Kube, str]:
-    """A client for the cluster to audit, and a line saying which one it is."""
+def connect(kubeconfig: KubeconfigSpec, context: str | None) -> tuple[Kube, str]:
+    """A client for the cluster to audit, and a line saying which one it is.
+
+    ``kubeconfig`` may be a list of files (merged as kubectl does); without it, the
+    local provider's cluster if it runs, else $KUBECONFIG or ~/.kube/config."""
     if kubeconfig is not None:
-        return Kube(kubeconfig, context), f"{kubeconfig} context {context or '(current)'}"
+        merged = KubeConfig(kubeconfig)
+        merged.resolve(context)
+        return Kube(merged, context), f"{merged} context {context or '(current)'}"
     local = _local_kubeconfig()
     if context is None:
         if local is not None:
             return Kube(local), "the local provider's cluster"
-        path = _default_kubeconfig()
-        return Kube(path), f"{path} current context"
-    path = _default_kubeconfig()
-    if context in _contexts(path):
-        return Kube(path, context), f"{path} context {context}"
+        merged = KubeConfig()
+        return Kube(merged), f"{merged} current context"
+    default = describe()
+    if context in _contexts(None):
+        return Kube(None, context), f"{default} context {context}"
     if local is not None and context in _contexts(local):
         return Kube(local, context), f"the local provider's cluster (context {context})"
-    known = _contexts(path) + (_contexts(local) if local is not None else [])
+    known = _contexts(None) + (_contexts(local) if local is not None else [])
     raise ClusterUnreachableError(
-        f"unknown kube context {context!r} in {path}"
+        f"unknown kube context {context!r} in {default}"
         + (" or the local provider's kubeconfig" if local is not None else "")
         + f" (known: {', '.join(known) or 'none'})"
     )
@@ -96,19 +95,7 @@ def print_findings(findings: list[Finding], target: str) -> None:
 
 
 @click.command("audit")
-@click.option(
-    "--context",
-    default=None,
-    metavar="NAME",
-    help="Kubeconfig context to audit. Without it: the local provider's cluster if it "
-    "runs, else the current context of $KUBECONFIG (or ~/.kube/config).",
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    default=None,
-    help="Kubeconfig file to read the context from (default: as for --context).",
-)
+@audit_options
 @click.option(
     "--namespace",
     "-n",
@@ -117,9 +104,7 @@ def print_findings(findings: list[Finding], target: str) -> None:
     help="Audit one namespace only (nodes are cluster-scoped and always audited).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
-def audit(
-    context: str | None, kubeconfig: Path | None, namespace: str | None, as_json: bool
-) -> None:
+def audit(cluster: ClusterOptions, namespace: str | None, as_json: bool) -> None:
     """Read-only exposure audit: does the cluster show what the stories warn about?
 
     Lists workloads, pods, services, config maps and nodes (get/list only: it never
@@ -129,8 +114,9 @@ def audit(
 
     JSON findings have the keys story, check, object (Kind/namespace/name), severity
     (high, medium, low, info), message and fix. Exit code 0 when there is no finding
-    of severity high, 1 otherwise (2 when the cluster could not be read)."""
-    kube, target = connect(kubeconfig, context)
+    of severity high, 1 otherwise (2 when the cluster could not be read).
+    Read-only, so --allow-context is not needed."""
+    kube, target = connect(cluster.kubeconfig, cluster.context)
     kube.ping()
     findings = run_audit(collect(kube, namespace))
     if namespace:

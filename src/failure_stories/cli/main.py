@@ -14,10 +14,10 @@ from rich.table import Table
 
 from failure_stories.cli.audit import audit
 from failure_stories.cli.operator import operator_group
-from failure_stories.cli.options import allow_option, context_option, provider_option
+from failure_stories.cli.options import ClusterOptions, cluster_options
 from failure_stories.contract import scenario as scenarios
-from failure_stories.core.errors import Interrupted, KfsError
-from failure_stories.providers import get_provider
+from failure_stories.core.errors import GuardRefusedError, Interrupted, KfsError
+from failure_stories.providers.base import Provider
 from failure_stories.reporting.html import write_html
 from failure_stories.reporting.model import (
     ScenarioReport,
@@ -169,9 +169,7 @@ def _summary(reports: list[ScenarioReport]) -> None:
 @cli.command()
 @click.argument("scenario_ids", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
-@provider_option
-@context_option
-@allow_option
+@cluster_options
 @click.option(
     "--report-dir",
     type=click.Path(path_type=Path),
@@ -199,9 +197,7 @@ def _summary(reports: list[ScenarioReport]) -> None:
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
-    provider: str,
-    context: str | None,
-    allow_context: str | None,
+    cluster: ClusterOptions,
     report_dir: Path,
     keep_cluster: bool,
     dry_run: bool,
@@ -221,12 +217,10 @@ def run(
         for s in chosen:
             print_plan(s)
         return
-    prov = get_provider(
-        provider, context=context, allow_context=allow_context, keep_cluster=keep_cluster
-    )
+    prov = cluster.get(keep_cluster=keep_cluster)
     if jobs > 1 and not prov.shared_cluster:
         raise click.UsageError(
-            f"--jobs needs one shared cluster (local or existing); {provider} builds one per story"
+            f"--jobs needs one shared cluster (local or existing); {prov.name} builds one per story"
         )
     ses = Session(
         prov,
@@ -236,12 +230,10 @@ def run(
         say=console.print,
         keep_flag="--keep-cluster",
     )
-    ses.check(chosen)  # before the cluster is touched
+    ses.check(chosen)  # abilities and the context guard, before the cluster is touched
     with ses:
         if jobs > 1 and len(chosen) > 1:
-            extra = ["--provider", provider]
-            extra += ["--context", context] if context else []
-            extra += ["--allow-context", allow_context] if allow_context else []
+            extra = cluster.argv()
             width = max(len(s.id) for s in chosen)
 
             def say(scenario_id: str, line: str) -> None:
@@ -261,7 +253,7 @@ def run(
 
 @cli.command()
 @click.argument("words", nargs=-1, required=True, metavar="ID | reveal ID")
-@provider_option
+@cluster_options
 @click.option(
     "--report-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
 )
@@ -273,7 +265,7 @@ def run(
     help="Reveal by itself after this long (for scripts; no prompt is needed).",
 )
 def gameday(
-    words: tuple[str, ...], provider: str, report_dir: Path, reveal_after: float | None
+    words: tuple[str, ...], cluster: ClusterOptions, report_dir: Path, reveal_after: float | None
 ) -> None:
     """Guided game day: `kfs gameday ID` injects the story's fault and pages you;
     type h for hints and reveal when you have a diagnosis. From another terminal,
@@ -295,9 +287,9 @@ def gameday(
         interactive=sys.stdin.isatty(),
         reveal_after=reveal_after,
     )
-    prov = get_provider(provider)
+    prov = cluster.get()
     ses = Session(prov, report_dir, listener=Progress(), say=console.print)
-    ses.check([s])
+    ses.check([s])  # abilities and the context guard, before the cluster is touched
     with ses:
         rep = ses.run(s, hold_fault=drill.hold)
         rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
@@ -326,13 +318,17 @@ def report(report_dir: Path) -> None:
 
 
 @cli.command()
-@provider_option
-def cleanup(provider: str) -> None:
+@cluster_options
+def cleanup(cluster: ClusterOptions) -> None:
     """Remove what crashed runs left behind: kfs namespaces and cluster objects,
-    KFS-* iptables chains, outside-world network namespaces, frozen nodes."""
+    KFS-* iptables chains, outside-world network namespaces, frozen nodes.
+
+    On an existing cluster this deletes, so it needs --allow-context like a run."""
     from failure_stories.run.cleanup import sweep
 
-    for line in sweep(get_provider(provider)):
+    prov = cluster.get()
+    prov.check_allowed()
+    for line in sweep(prov):
         console.print(line)
 
 
@@ -353,45 +349,63 @@ def print_plan(s: scenarios.Scenario) -> None:
                         console.print(f"        {obj}", markup=False)
 
 
-@cli.group()
-def cluster() -> None:
+@cli.group("cluster")
+def cluster_group() -> None:
     """Create, delete or inspect the cluster of a provider."""
 
 
-@cluster.command()
-@provider_option
-def up(provider: str) -> None:
-    """Create the cluster, or reuse it if it runs (idempotent)."""
-    prov = get_provider(provider)
+def _refuse_to_delete(prov: Provider, cluster: ClusterOptions, what: str) -> None:
+    if not prov.owns_cluster:
+        context = prov.info().get("context")
+        allowed = ClusterOptions(
+            cluster.provider, cluster.kubeconfig, context or cluster.context, context
+        )
+        raise GuardRefusedError(
+            f"refusing to {what}: kfs never deletes a cluster it did not build "
+            f"(`kfs cleanup {' '.join(allowed.argv())}` removes what kfs runs left in it)"
+        )
+
+
+@cluster_group.command()
+@cluster_options
+def up(cluster: ClusterOptions) -> None:
+    """Create the cluster, or reuse it if it runs (idempotent). existing: only
+    checks that the context answers (read-only)."""
+    prov = cluster.get()
     prov.up()
     _print_status(prov.status())
 
 
-@cluster.command()
-@provider_option
-def down(provider: str) -> None:
-    """Delete the cluster and everything it created (build caches stay)."""
-    get_provider(provider).down()
-    console.print(f"{provider} cluster deleted")
+@cluster_group.command()
+@cluster_options
+def down(cluster: ClusterOptions) -> None:
+    """Delete the cluster and everything it created (build caches stay). Refused
+    for existing: kfs never deletes a cluster it did not build."""
+    prov = cluster.get()
+    _refuse_to_delete(prov, cluster, f"delete the {prov.name} cluster")
+    prov.down()
+    console.print(f"{prov.name} cluster deleted")
 
 
-@cluster.command()
-@provider_option
-def reset(provider: str) -> None:
+@cluster_group.command()
+@cluster_options
+def reset(cluster: ClusterOptions) -> None:
     """Delete the cluster, its state and every run's lock records: the host as a
-    new machine has it, build caches kept. `make test` starts from here."""
+    new machine has it, build caches kept. `make test` starts from here. Refused
+    for existing: kfs never deletes a cluster it did not build."""
     from failure_stories.run.cleanup import reset as reset_host
 
-    for line in reset_host(get_provider(provider)):
+    prov = cluster.get()
+    _refuse_to_delete(prov, cluster, f"reset the {prov.name} cluster")
+    for line in reset_host(prov):
         console.print(line)
 
 
-@cluster.command()
-@provider_option
-@context_option
-def status(provider: str, context: str | None) -> None:
-    """Show the nodes and the kubeconfig path."""
-    st = get_provider(provider, context=context).status()
+@cluster_group.command()
+@cluster_options
+def status(cluster: ClusterOptions) -> None:
+    """Show the nodes and the kubeconfig path (read-only)."""
+    st = cluster.get().status()
     _print_status(st)
     if not st.running:
         sys.exit(1)

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import click
 
-from failure_stories.cli.options import allow_option, context_option, provider_option
+from failure_stories.cli.options import ClusterOptions, cluster_options
 from failure_stories.operator import image as operator_image
 from failure_stories.operator import runtime
 from failure_stories.operator.image import OPERATOR_IMAGE
-from failure_stories.providers import get_provider
 from failure_stories.providers.base import Provider
 from failure_stories.providers.capabilities import OperatorHost
 
@@ -38,8 +37,9 @@ def _operator(prov: Provider, image: str | None = None) -> runtime.InClusterOper
     return runtime.InClusterOperator(prov.kube(), image=image or OPERATOR_IMAGE)
 
 
-def _provider_for(provider: str, context: str | None, allow_context: str | None) -> Provider:
-    prov = get_provider(provider, context=context, allow_context=allow_context)
+def _provider_for(cluster: ClusterOptions) -> Provider:
+    """The provider, refused (--allow-context) if kfs may not change its cluster."""
+    prov = cluster.get()
     prov.check_allowed()
     return prov
 
@@ -50,9 +50,7 @@ def operator_group() -> None:
 
 
 @operator_group.command()
-@provider_option
-@context_option
-@allow_option
+@cluster_options
 @click.option(
     "--image",
     default=None,
@@ -60,13 +58,11 @@ def operator_group() -> None:
     help=f"kind/existing: the operator image the nodes pull (default {OPERATOR_IMAGE}, "
     "which kind gets built and loaded).",
 )
-def install(
-    provider: str, context: str | None, allow_context: str | None, image: str | None
-) -> None:
+def install(cluster: ClusterOptions, image: str | None) -> None:
     """Install the CRDs and the operator Deployment (on local: a pod on the real node)."""
-    prov = _provider_for(provider, context, allow_context)
+    prov = _provider_for(cluster)
     if image is not None and isinstance(prov, OperatorHost):
-        raise click.UsageError(f"--image is for kind and existing; {provider} runs this checkout")
+        raise click.UsageError(f"--image is for kind and existing; {prov.name} runs this checkout")
     if image is None:
         runtime.load_image(prov)
     op = _operator(prov, image)
@@ -90,12 +86,10 @@ def image_cmd() -> None:
 
 
 @operator_group.command()
-@provider_option
-@context_option
-@allow_option
-def uninstall(provider: str, context: str | None, allow_context: str | None) -> None:
+@cluster_options
+def uninstall(cluster: ClusterOptions) -> None:
     """Remove the operator (GameDay runs in progress are reverted first); remove the
     CRDs if no RedisFailover or GameDay is left."""
-    prov = _provider_for(provider, context, allow_context)
+    prov = _provider_for(cluster)
     for line in _operator(prov).uninstall():
         click.echo(line)

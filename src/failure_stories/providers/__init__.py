@@ -7,8 +7,32 @@ from failure_stories.providers.base import Provider
 
 NAMES = ("local", "kind", "existing")
 
+# Options that choose a cluster someone else built: only `existing` takes them.
+EXISTING_ONLY = ("kubeconfig", "context", "allow_context")
 
-def get_provider(name: str, **options: str | bool | None) -> Provider:
+
+def get_provider(
+    name: str,
+    *,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    allow_context: str | None = None,
+    keep_cluster: bool = False,
+) -> Provider:
+    """The provider ``name``. kubeconfig (a file or an os.pathsep-separated list),
+    context and allow_context are for `existing`; given to another provider they
+    are refused, never ignored."""
+    if name not in NAMES:
+        raise DefinitionError(f"unknown provider {name!r}: choose one of {', '.join(NAMES)}")
+    if name != "existing":
+        given = {"kubeconfig": kubeconfig, "context": context, "allow_context": allow_context}
+        for option in EXISTING_ONLY:
+            if given[option] is not None:
+                flag = "--" + option.replace("_", "-")
+                raise DefinitionError(
+                    f"{flag} is for --provider existing; the {name} provider builds "
+                    "its own cluster and kubeconfig"
+                )
     if name == "local":
         from failure_stories.providers.local import LocalProvider
 
@@ -16,13 +40,7 @@ def get_provider(name: str, **options: str | bool | None) -> Provider:
     if name == "kind":
         from failure_stories.providers.kind import KindProvider
 
-        return KindProvider(keep=bool(options.get("keep_cluster")))
-    if name == "existing":
-        from failure_stories.providers.existing import ExistingProvider
+        return KindProvider(keep=keep_cluster)
+    from failure_stories.providers.existing import ExistingProvider
 
-        context, allow = options.get("context"), options.get("allow_context")
-        return ExistingProvider(
-            context=context if isinstance(context, str) else None,
-            allow=allow if isinstance(allow, str) else None,
-        )
-    raise DefinitionError(f"unknown provider {name!r}: choose one of {', '.join(NAMES)}")
+    return ExistingProvider(context=context, allow=allow_context, kubeconfig=kubeconfig)

@@ -1,24 +1,24 @@
 """The `existing` provider: a cluster the user already has, by kubeconfig context.
 
-Scenarios inject real faults, so a run is refused unless the context is named a
-second time with --allow-context (a typo or a wrong current-context cannot turn
-into a game day on production)."""
+The kubeconfig is --kubeconfig, else $KUBECONFIG, else ~/.kube/config, and may
+be a list of files merged as kubectl merges them (providers.kubeconfig).
+Scenarios inject real faults, so anything that changes the cluster is refused
+unless the context is named a second time with --allow-context (a typo or a
+wrong current-context cannot turn into a game day on production). kfs never
+deletes this cluster."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Collection, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from kubernetes import config
 
 from failure_stories.core.errors import ClusterUnreachableError, GuardRefusedError, ProviderError
 from failure_stories.providers import fit
 from failure_stories.providers.agent import NodeAgent, revert
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.kube import Kube
+from failure_stories.providers.kubeconfig import KubeConfig, KubeconfigSpec
 
 if TYPE_CHECKING:
     from failure_stories.contract.scenario import Scenario
@@ -28,37 +28,30 @@ if TYPE_CHECKING:
 NODE_ABILITIES = ("node-shell", "node-failure", "cgroup-read", "outside-network")
 
 
-def _kubeconfig_path() -> Path:
-    first = os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]
-    return Path(first).expanduser()
-
-
 class ExistingProvider(Provider):
     name = "existing"
     owns_cluster = False
 
-    def __init__(self, context: str | None = None, allow: str | None = None) -> None:
-        self._agent: NodeAgent | None = None
-        self.path = _kubeconfig_path()
-        self.context = context or self._current_context()
+    def __init__(
+        self,
+        context: str | None = None,
+        allow: str | None = None,
+        kubeconfig: KubeconfigSpec = None,
+    ) -> None:
+        # Read (and merged) at once, so a missing file or an unknown context is
+        # one line before anything else happens; nothing is contacted yet.
+        self.kubeconfig = KubeConfig(kubeconfig)
+        self.context = self.kubeconfig.resolve(context)
+        self.path = self.kubeconfig.file_of(self.context)
         self.allow = allow
         self._kube: Kube | None = None
-
-    def _current_context(self) -> str:
-        try:
-            _, current = config.list_kube_config_contexts(str(self.path))
-        except (config.ConfigException, OSError) as exc:
-            raise ClusterUnreachableError(
-                f"no usable kubeconfig at {self.path}: set KUBECONFIG or pass --context"
-            ) from exc
-        if not current:
-            raise ClusterUnreachableError(f"{self.path} has no current context: pass --context")
-        return str(current["name"])
+        self._agent: NodeAgent | None = None
 
     def check_allowed(self) -> None:
         if self.allow != self.context:
+            named = f" (--allow-context names {self.allow!r})" if self.allow else ""
             raise GuardRefusedError(
-                f"refusing to inject faults into context {self.context!r}: "
+                f"refusing to inject faults into context {self.context!r}{named}: "
                 f"pass --allow-context {self.context} if this cluster is meant for it"
             )
 
@@ -77,17 +70,7 @@ class ExistingProvider(Provider):
 
     def kube(self) -> Kube:
         if self._kube is None:
-            try:
-                contexts, _ = config.list_kube_config_contexts(str(self.path))
-            except (config.ConfigException, OSError) as exc:
-                raise ClusterUnreachableError(f"no usable kubeconfig at {self.path}") from exc
-            names = [c["name"] for c in contexts]
-            if self.context not in names:
-                raise ClusterUnreachableError(
-                    f"unknown kube context {self.context!r} in {self.path} "
-                    f"(known: {', '.join(names) or 'none'})"
-                )
-            self._kube = Kube(self.path, self.context)
+            self._kube = Kube(self.kubeconfig, self.context)
         return self._kube
 
     def status(self) -> ClusterStatus:

@@ -23,6 +23,7 @@ from failure_stories.core.errors import (
     WaitTimeout,
 )
 from failure_stories.core.wait import wait_for
+from failure_stories.providers.kubeconfig import KubeConfig, KubeconfigSpec
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 KFS = "kube-failure-stories"
@@ -42,16 +43,20 @@ def is_transient(exc: ApiException) -> bool:
 
 
 class Kube:
-    """A connection to one cluster, from a kubeconfig file and optional context."""
+    """A connection to one cluster, from a kubeconfig and optional context.
 
-    def __init__(self, kubeconfig: Path, context: str | None = None) -> None:
-        self.kubeconfig = kubeconfig
+    The kubeconfig may be a list of files, merged as kubectl merges them (see
+    providers.kubeconfig); ``kubeconfig`` is then the file that defines the context."""
+
+    def __init__(self, kubeconfig: KubeconfigSpec | KubeConfig, context: str | None = None) -> None:
+        merged = kubeconfig if isinstance(kubeconfig, KubeConfig) else KubeConfig(kubeconfig)
+        self.kubeconfig = merged.file_of(context)
         self.context = context
         try:
-            self.api = config.new_client_from_config(str(kubeconfig), context=context)
+            self.api = merged.api_client(context)
         except (config.ConfigException, OSError, ValueError) as exc:
             raise ClusterUnreachableError(
-                f"cannot load kube context {context or '(current)'} from {kubeconfig}: {exc}"
+                f"cannot load kube context {context or '(current)'} from {merged}: {exc}"
             ) from exc
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)

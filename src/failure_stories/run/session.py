@@ -76,7 +76,11 @@ class Session:
                 self.provider.down()
 
     def check(self, stories: Iterable[Scenario]) -> None:
+        """Refuse, before the cluster is touched, stories the provider lacks an
+        ability for, then a cluster not meant for faults (the existing provider's
+        --allow-context guard)."""
         refuse_unfit(self.provider, stories)
+        self.provider.check_allowed()
 
     def write_reports(self) -> None:
         """junit.xml and report.html, derived from this session's reports so far."""

@@ -2,23 +2,30 @@
 
 - ``kfs_provider``: a session-wide cluster (``--kfs-provider``, default local). It is
   brought up once and, if this session created it, taken down at the end unless
-  ``--kfs-keep-cluster``.
+  ``--kfs-keep-cluster``. ``--kfs-provider existing`` takes ``--kfs-kubeconfig``
+  (a file or a list, merged as kubectl does), ``--kfs-context`` and, since tests
+  inject faults, ``--kfs-allow-context`` naming the same context.
 - ``kfs_run``: run a scenario by id and get its ScenarioReport (cached per session).
 - ``scenario.yaml`` files given to pytest (``pytest scenarios/``) are collected as
   one test item per phase, so a failure names exactly the phase that broke.
+- the ``e2e`` marker is registered, so ``--strict-markers`` projects can use it.
+
+A refusal (a context not allowed, a story the provider cannot run) fails the
+test with the one-line message, never a traceback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from failure_stories.contract import scenario as scenarios
 from failure_stories.contract.scenario import PHASES
-from failure_stories.providers import get_provider
+from failure_stories.core.errors import KfsError
+from failure_stories.providers import NAMES, get_provider
 from failure_stories.providers.base import Provider
 from failure_stories.reporting.model import PhaseResult, ScenarioReport
 from failure_stories.run.session import Session
@@ -35,23 +42,39 @@ class _Cluster:
 
     def get(self) -> Provider:
         if self.session is None:
-            provider = get_provider(self.config.getoption("--kfs-provider"))
-            keep = bool(self.config.getoption("--kfs-keep-cluster"))
-            session = Session(provider, self.report_dir, keep=keep)
-            session.__enter__()
-            self.session = session
-            provider.up()
+            _one_line(self._start)
+        assert self.session is not None
         return self.session.provider
+
+    def _start(self) -> None:
+        option = self.config.getoption
+        keep = bool(option("--kfs-keep-cluster"))
+        provider = get_provider(
+            option("--kfs-provider"),
+            kubeconfig=option("--kfs-kubeconfig"),
+            context=option("--kfs-context"),
+            allow_context=option("--kfs-allow-context"),
+            keep_cluster=keep,
+        )
+        provider.check_allowed()  # before the cluster is contacted
+        session = Session(provider, self.report_dir, keep=keep)
+        session.__enter__()
+        self.session = session
+        provider.up()
 
     def run(self, scenario_id: str) -> ScenarioReport:
         if scenario_id not in self.reports:
             self.get()
-            assert self.session is not None
-            story = scenarios.get(scenario_id)
-            self.session.check([story])
-            self.reports[scenario_id] = self.session.run(story)
-            self.session.write_reports()
+            self.reports[scenario_id] = _one_line(lambda: self._run(scenario_id))
         return self.reports[scenario_id]
+
+    def _run(self, scenario_id: str) -> ScenarioReport:
+        assert self.session is not None
+        story = scenarios.get(scenario_id)
+        self.session.check([story])
+        report = self.session.run(story)
+        self.session.write_reports()
+        return report
 
     def finish(self) -> None:
         if self.session is not None:
@@ -59,11 +82,48 @@ class _Cluster:
 
 
 _CLUSTER = pytest.StashKey[_Cluster]()
+_T = TypeVar("_T")
+
+# Options that only make sense for a cluster kfs did not build.
+_EXISTING_ONLY = ("--kfs-kubeconfig", "--kfs-context", "--kfs-allow-context")
+
+
+def _one_line(work: Callable[[], _T]) -> _T:
+    """A KfsError fails the test with its one line (it says what to do)."""
+    try:
+        return work()
+    except KfsError as exc:
+        refused = str(exc)
+    pytest.fail(refused, pytrace=False)  # after the except: no chained traceback
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kfs", "kube-failure-stories")
-    group.addoption("--kfs-provider", default="local", help="cluster provider for e2e tests")
+    group.addoption(
+        "--kfs-provider",
+        default="local",
+        choices=NAMES,
+        help="cluster provider for e2e tests (default: local)",
+    )
+    group.addoption(
+        "--kfs-kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="existing provider: the kubeconfig file, or an os.pathsep-separated list "
+        "merged as kubectl does (default: $KUBECONFIG, else ~/.kube/config)",
+    )
+    group.addoption(
+        "--kfs-context",
+        default=None,
+        metavar="NAME",
+        help="existing provider: the kubeconfig context (default: the current one)",
+    )
+    group.addoption(
+        "--kfs-allow-context",
+        default=None,
+        metavar="NAME",
+        help="existing provider: name the context again to let tests inject faults into it",
+    )
     group.addoption(
         "--kfs-keep-cluster",
         action="store_true",
@@ -77,6 +137,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: end-to-end test against a real cluster (local provider by default)"
+    )
+    provider = config.getoption("--kfs-provider")
+    if provider != "existing":
+        for flag in _EXISTING_ONLY:
+            if config.getoption(flag) is not None:
+                raise pytest.UsageError(
+                    f"{flag} is for --kfs-provider existing; the {provider} provider "
+                    "builds its own cluster and kubeconfig"
+                )
     config.stash[_CLUSTER] = _Cluster(config)
 
 
