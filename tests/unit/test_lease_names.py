@@ -1,5 +1,5 @@
 """Lock Leases: their names are valid Kubernetes names and stay distinct, expiry is
-judged from renewTime + duration."""
+judged from renewTime + duration, and each provider picks its lock backend."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes import client
 
+from failure_stories.host.locks import FileLocks
+from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.leases import (
+    LeaseLocks,
     _now,
     dns_name,
     expired,
@@ -68,3 +72,24 @@ def test_times_written_always_carry_microseconds() -> None:
     # The API server refuses a MicroTime without its six fraction digits.
     assert _now().microsecond != 0
     assert re.search(r"\.\d{6}\+00:00$", _now().isoformat())
+
+
+class _ClusterProvider(Provider):
+    name = "cluster"
+
+    def up(self) -> None: ...
+
+    def down(self) -> None: ...
+
+    def status(self) -> ClusterStatus:
+        return ClusterStatus("cluster", True, None)
+
+    def kube(self) -> Any:
+        return SimpleNamespace(api=client.ApiClient())
+
+
+def test_providers_keep_locks_on_the_cluster_unless_it_is_local() -> None:
+    from failure_stories.providers.local import LocalProvider
+
+    assert isinstance(_ClusterProvider().locks(), LeaseLocks)
+    assert isinstance(LocalProvider().locks(), FileLocks)

@@ -53,6 +53,10 @@ class LocalProvider(Provider):
             self.sup.alive(n) for n in (*controlplane.component_names(), *RealNode.COMPONENTS)
         )
 
+    def locks(self) -> locks.LockBackend:
+        # The cluster lives on this machine and only its processes use it.
+        return locks.FileLocks()
+
     def _cluster_lock(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
         # Runs on a warm cluster check it together (shared); creating or deleting
         # it is one process's job at a time: two downs raced in rmtree before.
