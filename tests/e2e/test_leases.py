@@ -349,3 +349,30 @@ def test_mixed_holders_never_overlap_a_writer(locks: LeaseLocks, token: str) -> 
     assert len(seen) == 18
     assert all(w == 0 or (w == 1 and r == 0) for r, w in seen), seen
     assert any(r > 1 for r, _ in seen)  # readers did share it
+
+
+def test_cleanup_keeps_a_run_whose_lease_is_live_and_reverts_it_once_released(
+    cluster: Kube,
+) -> None:
+    """`kfs cleanup` on a provider that keeps its locks as Leases (kind, existing):
+    the local cluster's connection with the default Provider.locks()."""
+    from failure_stories.providers.base import Provider
+    from failure_stories.providers.local import LocalProvider
+    from failure_stories.run import cleanup
+
+    class SharedCluster(LocalProvider):
+        locks = Provider.locks  # as kind and existing do
+
+    provider = SharedCluster()
+    assert isinstance(provider.locks(), LeaseLocks)
+    namespace = cluster.create_namespace("e2e-leases")
+    try:
+        with provider.locks().held(f"run-{namespace}", "the run"):
+            done = cleanup.revert_run(provider, [namespace], node_level=False)
+            assert f"kept namespace {namespace}: its run is in progress" in done
+            assert not cluster.namespace_gone(namespace)
+        done = cleanup.revert_run(provider, [namespace], node_level=False)
+        assert f"deleted namespace {namespace}" in done
+    finally:
+        cluster.delete_namespace(namespace)
+    assert not LeaseLocks(cluster).run_active(namespace)
