@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from failure_stories.host.locks import FileLocks, LockBackend
 from failure_stories.providers.base import ClusterStatus, Provider
 
 
@@ -51,6 +52,9 @@ class StubProvider(Provider):
 
     def kube(self) -> Any:
         return self.kube_
+
+    def locks(self) -> LockBackend:
+        return FileLocks()  # in KFS_LOCK_DIR: no cluster to keep Leases on
 
     def manifest_variables(self) -> dict[str, str]:
         return {"TOOLBOX_IMAGE": "toolbox:test"}

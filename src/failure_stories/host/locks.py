@@ -9,6 +9,11 @@
   network) has its own lock, held exclusively: such runs take turns.
 Locks are flock()s: the kernel releases them when a process dies, even on SIGKILL.
 Their files go with the cluster (`down`), so a new machine's state is restored.
+
+flock()s only reach processes on this machine: a provider whose cluster other
+machines may use too keeps these locks on the cluster instead, as Leases
+(providers.leases). Callers go through ``Provider.locks()``, a LockBackend;
+FileLocks is this module's, the `local` provider's.
 """
 
 from __future__ import annotations
@@ -18,9 +23,27 @@ import fcntl
 import os
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from failure_stories.core.errors import GuardRefusedError
 from failure_stories.core.wait import wait_for
+
+
+class LockBackend(Protocol):
+    """Where a provider keeps run and node locks; the API of this module's functions."""
+
+    def held(
+        self,
+        name: str,
+        what: str,
+        timeout: float = 1800,
+        on_wait: Callable[[str], None] | None = None,
+        shared: bool = False,
+    ) -> contextlib.AbstractContextManager[None]: ...
+
+    def run_active(self, namespace: str) -> bool: ...
+
+    def sweep_run_locks(self, namespaces: Collection[str] | None = None) -> list[str]: ...
 
 
 def lock_dir() -> Path:
@@ -128,3 +151,23 @@ def remove_all(strict: bool = True) -> list[str]:
     with contextlib.suppress(OSError):
         directory.rmdir()  # only if empty
     return [str(p) for p in fds]
+
+
+class FileLocks:
+    """The LockBackend of flock() files in lock_dir(): for processes on one machine."""
+
+    def held(
+        self,
+        name: str,
+        what: str,
+        timeout: float = 1800,
+        on_wait: Callable[[str], None] | None = None,
+        shared: bool = False,
+    ) -> contextlib.AbstractContextManager[None]:
+        return held(name, what, timeout=timeout, on_wait=on_wait, shared=shared)
+
+    def run_active(self, namespace: str) -> bool:
+        return run_active(namespace)
+
+    def sweep_run_locks(self, namespaces: Collection[str] | None = None) -> list[str]:
+        return sweep_run_locks(namespaces)

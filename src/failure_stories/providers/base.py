@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from failure_stories.contract.scenario import Scenario
+    from failure_stories.host.locks import LockBackend
     from failure_stories.providers.kube import Kube
 
 # Label every provider puts on nodes that really run containers, so manifests
@@ -52,6 +53,14 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def kube(self) -> Kube:
         """A client for the running cluster."""
+
+    def locks(self) -> LockBackend:
+        """Where runs and `kfs cleanup` keep their run and node locks: Leases on the
+        cluster, which every machine using it sees. A provider whose cluster only
+        this machine uses may keep them in flock() files instead."""
+        from failure_stories.providers.leases import LeaseLocks
+
+        return LeaseLocks(self.kube())
 
     def prepare(self, scenario: Scenario) -> Kube:
         """Make the cluster fit for ``scenario`` and return a client for it."""

@@ -111,9 +111,7 @@ class ExistingProvider(Provider):
 
     def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
         """What the agents of dead runs journalled, undone from wherever kfs runs."""
-        from failure_stories.host.locks import run_active
-
-        return revert(self.kube(), active=run_active, only=runs)
+        return revert(self.kube(), active=self.locks().run_active, only=runs)
 
     def stop_node(self, node: str) -> None:
         self.agent.freeze_kubelet(node)

@@ -5,13 +5,13 @@ managed-by label, node-level changes use the KFS- / kfs-ext- name prefixes."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection
 
 from kubernetes.client.rest import ApiException
 
-from failure_stories.core.errors import KfsError
-from failure_stories.host import netns
-from failure_stories.host.locks import held, remove_all, run_active, sweep_run_locks
+from failure_stories.core.errors import ClusterUnreachableError, KfsError
+from failure_stories.host.locks import remove_all
 from failure_stories.providers.agent.objects import AGENT_LABEL
 from failure_stories.providers.base import Provider
 from failure_stories.providers.kube import KFS, MANAGED_BY, RUN_LABEL
@@ -41,6 +41,10 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
     done: list[str] = []
     selector = f"{MANAGED_BY}={KFS}"
     try:
+        locks = provider.locks()
+    except KfsError as exc:  # kept on the cluster: without it nothing can be judged
+        return [f"cluster not reachable, nothing swept: it keeps the run locks ({_line(exc)})"]
+    try:
         kube = provider.kube()
         for ns in kube.core.list_namespace(label_selector=selector).items:
             name = ns.metadata.name
@@ -50,7 +54,7 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
             run = labels.get(RUN_LABEL, name)  # an agent's namespace names its run
             if only is not None and run not in only:
                 continue
-            if run_active(run):
+            if locks.run_active(run):
                 done.append(f"kept namespace {name}: its run is in progress")
                 continue
             kube.core.delete_namespace(name)
@@ -59,23 +63,35 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
             resource = kube.dynamic.resources.get(api_version=api_version, kind=kind)
             for obj in resource.get(label_selector=selector).items:
                 run = (obj.metadata.labels or {}).get(RUN_LABEL)
-                if (only is not None and run not in only) or (run and run_active(run)):
+                if (only is not None and run not in only) or (run and locks.run_active(run)):
                     continue
                 resource.delete(name=obj.metadata.name)
                 done.append(f"deleted {kind} {obj.metadata.name}")
     except (KfsError, ApiException) as exc:
-        done.append(f"cluster not reachable, skipped its objects ({str(exc).splitlines()[0]})")
-    for namespace in sweep_run_locks(only):
-        done.append(f"removed the stale lock of run {namespace}")
+        done.append(f"cluster not reachable, skipped its objects ({_line(exc)})")
+    try:
+        for namespace in locks.sweep_run_locks(only):
+            done.append(f"removed the stale lock of run {namespace}")
+    except (KfsError, ApiException) as exc:
+        done.append(f"could not sweep stale run locks ({_line(exc)})")
     if not node_level:
         return done
     # Node-level leftovers are only swept while no run is changing the node.
-    with held("node", "runs that change the node to finish", timeout=600):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                locks.held("node", "runs that change the node to finish", timeout=600)
+            )
+        except (ClusterUnreachableError, ApiException) as exc:
+            done.append(f"skipped the node's leftovers: cannot take the node lock ({_line(exc)})")
+            return done
         for name in provider.sweep_node_changes(only):
             done.append(f"removed {name}")
-        for name in netns.sweep():
-            done.append(f"deleted outside host {name}")
     return done
+
+
+def _line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def reset(provider: Provider) -> list[str]:

@@ -20,7 +20,6 @@ from failure_stories.core.errors import (
     ProviderError,
     ScenarioDefinitionError,
 )
-from failure_stories.host import locks
 from failure_stories.providers.capabilities import lacking
 from failure_stories.reporting.model import (
     MeasurementResult,
@@ -198,7 +197,7 @@ class Runner:
         namespace = kube.create_namespace(
             scenario.id, labels=self.namespace_labels, name=self.namespace
         )
-        self._enter(locks.held(f"run-{namespace}", f"the lock of run {namespace}"))
+        self._enter(self.provider.locks().held(f"run-{namespace}", f"the lock of run {namespace}"))
         self._emit(Event(EventKind.PREPARED, scenario.id, message=namespace))
         return RunContext(
             scenario=scenario,
@@ -237,6 +236,7 @@ class Runner:
             wanted.append(("node", not node.alone, what))
         wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in node.locks]
         start = time.monotonic()
+        locks = self.provider.locks()
         for name, shared, what in wanted:
             self._enter(
                 locks.held(

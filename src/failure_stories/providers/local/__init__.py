@@ -54,6 +54,10 @@ class LocalProvider(Provider):
             self.sup.alive(n) for n in (*controlplane.component_names(), *RealNode.COMPONENTS)
         )
 
+    def locks(self) -> locks.LockBackend:
+        # The cluster lives on this machine and only its processes use it.
+        return locks.FileLocks()
+
     def _cluster_lock(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
         # Runs on a warm cluster check it together (shared); creating or deleting
         # it is one process's job at a time: two downs raced in rmtree before.
@@ -190,6 +194,7 @@ class LocalProvider(Provider):
 
     def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
         removed = hostnet.sweep_iptables(hostnet.SCENARIO_CHAIN)
+        removed += [f"outside host {name}" for name in netns.sweep()]
         for node in L.SIMULATED_NODES:  # a run killed mid-failure leaves a node frozen
             if self.sup.thaw(controlplane.kwok_component(node)):
                 removed.append(f"the failure of node {node} (its kwok agent was frozen)")
