@@ -38,6 +38,12 @@ def render(text: str, variables: dict[str, str]) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(filled) if d]
 
 
+def namespace_name(scenario_id: str) -> str:
+    """A new run's namespace name: kfs-<id>-<random suffix>."""
+    suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(6))
+    return f"kfs-{scenario_id}"[:55] + f"-{suffix}"
+
+
 def is_transient(exc: ApiException) -> bool:
     return exc.status in (429, 500, 502, 503, 504) or exc.status == 0
 
@@ -88,10 +94,7 @@ class Kube:
         A given name must not exist yet: the run deletes its namespace at the end,
         so it never adopts one it did not create."""
         if name is None:
-            suffix = "".join(
-                secrets.choice(string.ascii_lowercase + string.digits) for _ in range(6)
-            )
-            name = f"kfs-{scenario_id}"[:55] + f"-{suffix}"
+            name = namespace_name(scenario_id)
         body = client.V1Namespace(
             metadata=client.V1ObjectMeta(
                 name=name,

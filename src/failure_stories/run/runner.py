@@ -21,6 +21,7 @@ from failure_stories.core.errors import (
     ScenarioDefinitionError,
 )
 from failure_stories.providers.capabilities import lacking
+from failure_stories.providers.kube import namespace_name
 from failure_stories.reporting.model import (
     MeasurementResult,
     PhaseResult,
@@ -194,10 +195,11 @@ class Runner:
         kube = self.provider.prepare(scenario)
         report.info.update(self.provider.info())
         self._hold_node_locks(scenario, report)
-        namespace = kube.create_namespace(
-            scenario.id, labels=self.namespace_labels, name=self.namespace
-        )
+        # The run's lock before its namespace: `kfs cleanup` must never see the
+        # namespace of a live run without its lock.
+        namespace = self.namespace or namespace_name(scenario.id)
         self._enter(self.provider.locks().held(f"run-{namespace}", f"the lock of run {namespace}"))
+        kube.create_namespace(scenario.id, labels=self.namespace_labels, name=namespace)
         self._emit(Event(EventKind.PREPARED, scenario.id, message=namespace))
         return RunContext(
             scenario=scenario,
