@@ -193,3 +193,82 @@ def test_a_frozen_kubelet_thaws_at_its_deadline_when_kfs_dies(kube: Kube, tmp_pa
         revert(kube, active=lambda _run: False, only=[namespace])
         kube.delete_namespace(namespace)
     assert agent_namespaces(kube) == {}
+
+
+def test_sigkill_mid_fault_then_cleanup_from_a_fresh_process(
+    kubeconfig: Path, kube: Kube, tmp_path: Path
+) -> None:
+    """kfs killed with SIGKILL while MindTickle's fault (an iptables chain on the
+    node, an outside host beside it) is live; `kfs cleanup --provider existing`,
+    a new process that knows only the cluster, puts the node back as it was."""
+    kfs = str(Path(sys.executable).with_name("kfs"))
+    cluster = ["--provider", "existing", "--kubeconfig", str(kubeconfig)]
+    before = _kfs_chains()
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        run = subprocess.Popen(
+            [
+                kfs,
+                "run",
+                "mindtickle-external-snat",
+                *cluster,
+                "--allow-context",
+                CONTEXT,
+                "--report-dir",
+                str(tmp_path),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+    try:
+        wait_for(
+            lambda: "mindtickle-external-snat symptom" in log.read_text(),
+            what="the symptom phase",
+            timeout=300,
+        )
+        assert "KFS-NOMASQ-" in _kfs_chains()  # the fault is live on the node
+        assert _outside_links()  # and the outside host beside it
+        assert agent_namespaces(kube)
+        run.send_signal(signal.SIGKILL)
+        assert run.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if run.poll() is None:
+            run.kill()
+    # Nothing was undone by the dead run: cleanup finds it all on the cluster.
+    assert "KFS-NOMASQ-" in _kfs_chains()
+
+    def cleanup() -> str:
+        done = subprocess.run(
+            [kfs, "cleanup", *cluster, "--allow-context", CONTEXT],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+        return done.stdout
+
+    # The dead run's lease must expire first (it may be another machine's live run).
+    outputs: list[str] = []
+
+    def settled() -> bool:
+        outputs.append(cleanup())
+        return "in progress" not in outputs[-1]
+
+    wait_for(settled, what="cleanup to find the run over", timeout=90, interval=3)
+    said = "\n".join(outputs)
+    assert re.search(r"removed iptables chain nat/KFS-NOMASQ-\w+ on node kfs-worker", said), said
+    assert "deleted node agent namespace" in said
+    assert _kfs_chains() == before
+    assert _outside_links() == []
+    assert agent_namespaces(kube) == {}
+    # The run's namespace was deleted by cleanup; Kubernetes finishes that in seconds.
+    wait_for(
+        lambda: not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items,
+        what="the dead run's namespace to be gone",
+        timeout=60,
+    )
+    leases = kube.dynamic.resources.get(api_version="coordination.k8s.io/v1", kind="Lease")
+    assert not leases.get(namespace="default", label_selector=f"{MANAGED_BY}={KFS}").items

@@ -226,8 +226,15 @@ class LeaseLocks:
 
     def sweep_run_locks(self, namespaces: Collection[str] | None = None) -> list[str]:
         """Delete the run Leases whose holders died (expired); only those of
-        ``namespaces`` if given. Returns the namespaces swept."""
+        ``namespaces`` if given. Returns the namespaces swept. A full sweep
+        (no ``namespaces``) also deletes the expired node Leases such holders
+        left: an expired Lease is nobody's, and a new machine has none."""
         swept = []
+        if namespaces is None:
+            for lease in self._call(functools.partial(self._list, f"{MANAGED_BY}={KFS}")):
+                lock = (lease.metadata.annotations or {}).get(NAME_ANNOTATION, "")
+                if not lock.startswith("run-") and expired(lease):
+                    self._call(functools.partial(self.delete, lease))
         for lease in self._call(functools.partial(self._list, f"{MODE_LABEL}={EXCLUSIVE}")):
             lock = (lease.metadata.annotations or {}).get(NAME_ANNOTATION, "")
             if not lock.startswith("run-"):

@@ -37,6 +37,7 @@ IN_NODE = [
 ]
 # A failed node comes back by itself after this long, even if kfs died.
 FREEZE_DEADLINE = float(os.environ.get("KFS_NODE_FAILURE_DEADLINE", "300"))
+STOP_DELAY = 1.0
 
 
 def _key(kind: str, ident: str) -> str:
@@ -99,7 +100,10 @@ class NodeAgent:
         if node in self._ready:
             return name
         self.set_up()
-        self.kube.apply([objects.pod(self.namespace, self.run_namespace, node, self.image)], None)
+        spec = objects.pod(
+            self.namespace, self.run_namespace, node, self.image, self.kube.api.configuration.host
+        )
+        self.kube.apply([spec], None)
 
         def running() -> bool:
             pod = self.kube.core.read_namespaced_pod(name, self.namespace)
@@ -142,8 +146,11 @@ class NodeAgent:
             raise ProviderError(f"no kubelet process on node {node}")
         pid = int(found[0])
         start = self.in_agent(node, ["cut", "-d", " ", "-f", "22", f"/proc/{pid}/stat"]).strip()
-        # The watchdog first: once SIGSTOP lands, nothing reaches this node through
-        # its kubelet, and the deadline must already hold.
+        record = {"kind": "freeze", "node": node, "pod": pod, "pid": pid, "start": start}
+        self._journal(_key("freeze", node), record)  # before the change, as every change
+        # The watchdog sends SIGSTOP itself once this exec has answered, and
+        # SIGCONT at the deadline: from here on the deadline holds, whatever
+        # happens to kfs or the agent.
         watchdog = self.in_agent(
             node,
             [
@@ -153,13 +160,18 @@ class NodeAgent:
                 WATCHDOG,
                 str(pid),
                 start,
+                str(STOP_DELAY),
                 str(deadline),
             ],
         ).strip()
-        record = {"kind": "freeze", "node": node, "pod": pod, "pid": pid, "start": start}
         record["watchdog"] = int(watchdog)
-        self._journal(_key("freeze", node), record)
-        self.in_agent(node, ["kill", "-STOP", str(pid)])
+        self._journal(_key("freeze", node), record, update=True)
+        wait_for(
+            lambda: not self.answers(node),
+            what=f"the kubelet of {node} to stop answering",
+            timeout=30,
+            interval=0.5,
+        )
         self._frozen[node] = record
         self.log(f"node {node}: kubelet {pid} frozen (thawed by itself after {deadline:g}s)")
 
@@ -181,7 +193,8 @@ class NodeAgent:
             interval=0.5,
         )
         # Its deadline has not come: it must not thaw a later freeze.
-        self.in_agent(node, ["kill", str(record["watchdog"])], check=False)
+        if "watchdog" in record:  # absent if kfs died before it started
+            self.in_agent(node, ["kill", str(record["watchdog"])], check=False)
 
     def answers(self, node: str) -> bool:
         """Whether the agent on ``node`` answers through its kubelet (a frozen one
@@ -245,9 +258,9 @@ class NodeAgent:
         return self.node_exec(node, ["cat", f"{found}/{filename}"])
 
     # -- the journal ------------------------------------------------------------------
-    def _journal(self, key: str, record: dict[str, Any]) -> None:
+    def _journal(self, key: str, record: dict[str, Any], update: bool = False) -> None:
         self.set_up()
-        if key in self._keys:
+        if key in self._keys and not update:
             return
         self.kube.core.patch_namespaced_config_map(
             JOURNAL, self.namespace, {"data": {key: json.dumps(record)}}

@@ -67,7 +67,9 @@ def setup_objects(namespace: str, run_namespace: str) -> list[dict[str, Any]]:
     ]
 
 
-def pod(namespace: str, run_namespace: str, node: str, image: str) -> dict[str, Any]:
+def pod(
+    namespace: str, run_namespace: str, node: str, image: str, api_server: str = ""
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -102,6 +104,8 @@ def pod(namespace: str, run_namespace: str, node: str, image: str) -> dict[str, 
                             "name": "POD_NAMESPACE",
                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
                         },
+                        # The thaw channel (see scripts): the address kfs itself uses.
+                        {"name": "KFS_API_SERVERS", "value": api_server},
                     ],
                     "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
                 }

@@ -6,7 +6,9 @@ THAWER is the agent container's main process. A frozen kubelet cannot serve
 on the agent's own pod, which THAWER polls through the API server (the
 container keeps running while its kubelet is stopped).
 
-WATCHDOG holds the deadline set at freeze time. It moves itself into the
+WATCHDOG freezes the kubelet itself, a moment after the exec that started it
+has answered (that answer travels through the kubelet), and holds the deadline
+set at freeze time. It moves itself into the
 node's root cgroups (as the kubelet sees them), out of the agent container's,
 so deleting the agent (or the run dying) does not take it along: the kubelet
 is thawed at the deadline whatever happens to kfs."""
@@ -17,9 +19,12 @@ THAW_ANNOTATION = "kfs.dev/thaw"
 THAWER = r"""
 import json, os, signal, ssl, time, urllib.request
 SA = "/var/run/secrets/kubernetes.io/serviceaccount"
-url = "https://%s:%s/api/v1/namespaces/%s/pods/%s" % (
-    os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"],
-    os.environ["POD_NAMESPACE"], os.environ["POD_NAME"])
+# The API server as kfs reaches it first (a host-network pod may have no route
+# to the Service address), then as the cluster advertises it.
+env = os.environ
+servers = env.get("KFS_API_SERVERS", "").split() + [
+    "https://%s:%s" % (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"])]
+path = "/api/v1/namespaces/%s/pods/%s" % (os.environ["POD_NAMESPACE"], os.environ["POD_NAME"])
 tls = ssl.create_default_context(cafile=SA + "/ca.crt")
 signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
@@ -29,9 +34,17 @@ def started(pid):
 
 while True:
     try:
-        token = open(SA + "/token").read()
-        req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
-        pod = json.load(urllib.request.urlopen(req, context=tls, timeout=2))
+        auth = {"Authorization": "Bearer " + open(SA + "/token").read()}
+        pod = None
+        for server in servers:
+            req = urllib.request.Request(server + path, headers=auth)
+            try:
+                pod = json.load(urllib.request.urlopen(req, context=tls, timeout=2))
+                break
+            except Exception:
+                continue
+        if pod is None:
+            raise OSError("no API server answered")
         wanted = (pod["metadata"].get("annotations") or {}).get("%(annotation)s", "")
         for item in wanted.split():
             pid, start = item.split(":")
@@ -44,7 +57,7 @@ while True:
 
 WATCHDOG = r"""
 import glob, os, signal, sys, time
-pid, start, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+pid, start, delay, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 root = "/proc/%d/root/sys/fs/cgroup" % pid  # the kubelet's: the node's root
 for procs in glob.glob(root + "/cgroup.procs") + glob.glob(root + "/*/cgroup.procs"):
     try:
@@ -52,11 +65,18 @@ for procs in glob.glob(root + "/cgroup.procs") + glob.glob(root + "/*/cgroup.pro
             f.write(str(os.getpid()))
     except OSError:
         pass
+
+def signal_kubelet(sig):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[19] == start:
+                os.kill(pid, sig)
+    except OSError:
+        pass
+
+# The exec that started this answers through the kubelet: let it finish first.
+time.sleep(delay)
+signal_kubelet(signal.SIGSTOP)
 time.sleep(seconds)
-try:
-    with open("/proc/%d/stat" % pid) as f:
-        if f.read().rsplit(")", 1)[1].split()[19] == start:
-            os.kill(pid, signal.SIGCONT)
-except OSError:
-    pass
+signal_kubelet(signal.SIGCONT)
 """
