@@ -40,6 +40,7 @@ from failure_stories.contract import scenario as scenarios
 from failure_stories.core.errors import KfsError
 from failure_stories.gameday.resource import (
     GAMEDAY_LABEL,
+    GAMEDAY_PROVIDERS,
     GROUP,
     PLURAL,
     VERSION,
@@ -48,19 +49,22 @@ from failure_stories.gameday.resource import (
     Metrics,
     Notice,
     Worker,
+    cluster_of_operator,
     fold,
     next_run,
     now_iso,
+    provider_for,
 )
 from failure_stories.operator.runtime import load_client_config
-from failure_stories.providers.local import LocalProvider
 from failure_stories.run.cleanup import revert_run
 from failure_stories.run.events import EventKind
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 STATE_DIR = Path(os.environ.get("KFS_GAMEDAY_STATE", "/var/lib/kfs/gamedays"))
-# Workers drive the embedded cluster from its host; elsewhere GameDays say so.
-PROVIDER = os.environ.get("KFS_GAMEDAY_PROVIDER", "local")
+# Workers drive the embedded cluster from its host, or a cluster by kubeconfig
+# through the node agent (resource.cluster_of_operator); "none" says GameDays
+# are not run by this installation.
+PROVIDER = cluster_of_operator()[0]
 FOLLOW_INTERVAL = 0.5
 METRICS = Metrics()
 ACTIVE = ("Running", "Holding")
@@ -140,10 +144,11 @@ def run_gameday(
         gd.patch({"state": "Invalid", "message": str(exc)})
         gd.say(Notice("InvalidSpec", str(exc), warning=True))
         return
-    if PROVIDER != "local":
+    if PROVIDER not in GAMEDAY_PROVIDERS:
         message = (
-            "GameDays run on the embedded cluster's host (`kfs operator install` with the "
-            "local provider); on this cluster, run `kfs run` or `kfs gameday` instead"
+            f"this operator runs no GameDays (KFS_GAMEDAY_PROVIDER={PROVIDER}): run the "
+            "operator with KFS_GAMEDAY_PROVIDER=existing and a kubeconfig for this cluster, "
+            "or run `kfs gameday` from a workstation"
         )
         gd.patch({"state": "Unsupported", "message": message})
         gd.say(Notice("Unsupported", message, warning=True))
@@ -253,7 +258,8 @@ def _mirror(gd: GameDay, spec: GameDaySpec, tail: EventTail) -> bool:
 def _revert_dead(gd: GameDay, spec: GameDaySpec, worker: Worker, why: str) -> None:
     """A run whose worker is gone: undo what it left, say so."""
     node_level = scenarios.get(spec.scenario).meta.node.changes
-    done = revert_run(LocalProvider(), gd.run_namespaces(), node_level=node_level)
+    provider = provider_for(*cluster_of_operator())
+    done = revert_run(provider, gd.run_namespaces(), node_level=node_level)
     worker.forget()
     message = f"run {worker.attempt}: {why}; reverted: {'; '.join(done) or 'nothing was left'}"
     gd.patch({"state": "Reverted", "message": message[:1000], "finishedAt": now_iso()})

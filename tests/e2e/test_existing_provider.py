@@ -7,6 +7,7 @@ simulated ones, so Moonlight, which fails three nodes, is refused up front."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -272,3 +273,86 @@ def test_sigkill_mid_fault_then_cleanup_from_a_fresh_process(
     )
     leases = kube.dynamic.resources.get(api_version="coordination.k8s.io/v1", kind="Lease")
     assert not leases.get(namespace="default", label_selector=f"{MANAGED_BY}={KFS}").items
+
+
+def test_operator_gameday_through_the_node_agent(
+    kubeconfig: Path, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """The operator, given a kubeconfig context (KFS_GAMEDAY_PROVIDER=existing),
+    runs a GameDay's story on that cluster through the node agent."""
+    from kubernetes import client
+
+    from failure_stories.gameday.resource import GROUP, KIND, PLURAL, VERSION
+    from failure_stories.operator import runtime
+
+    runtime.ensure_crds(kube)
+    operator = runtime.HostOperator(
+        kubeconfig,
+        tmp_path / "operator",
+        name=f"e2e-existing-{namespace}",
+        namespaces=(namespace,),
+        handler_files=("gameday.py",),
+        env={"KFS_GAMEDAY_PROVIDER": "existing", "KFS_GAMEDAY_CONTEXT": CONTEXT},
+    )
+    custom = client.CustomObjectsApi(kube.api)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": "via-agent"},
+        "spec": {"scenario": "mindtickle-external-snat"},
+    }
+    operator.start()
+    try:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+        def finished() -> dict[str, Any] | None:
+            obj = custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "via-agent"
+            )
+            st = dict(obj.get("status") or {})
+            return st if st.get("state") in ("Finished", "Failed", "Reverted") else None
+
+        st = wait_for(finished, what="the GameDay to finish", timeout=300, interval=1)
+        assert st["verdict"] == "passed", st.get("message")
+        report = json.loads(Path(st["report"]).read_text())
+        assert report["info"]["node_access"] == "node agent"
+        assert report["info"]["context"] == CONTEXT
+        assert st["measurements"]["symptom"]["external_success_ratio"] == 0
+        assert st["measurements"]["verify"]["external_success_ratio"] == 1
+    finally:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "via-agent")
+        operator.stop()
+    assert agent_namespaces(kube) == {}
+    assert _outside_links() == []
+
+
+def test_kfs_gameday_on_an_existing_cluster(kubeconfig: Path, kube: Kube, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("kfs")),
+            "gameday",
+            "mindtickle-external-snat",
+            "--provider",
+            "existing",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--allow-context",
+            CONTEXT,
+            "--reveal-after",
+            "1",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    report = json.loads((tmp_path / "mindtickle-external-snat.json").read_text())
+    assert report["verdict"] == "passed"
+    assert report["info"]["node_access"] == "node agent"
+    assert report["info"]["time_to_diagnosis_seconds"] >= 1
+    assert agent_namespaces(kube) == {}

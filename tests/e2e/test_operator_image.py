@@ -97,7 +97,7 @@ def test_operator_image_runs_the_in_cluster_deployment(kfs_provider: Provider, k
         assert code == 0, err
         assert "role:master" in out and "connected_slaves:1" in out
 
-        # GameDays need the embedded cluster's host: here they say so.
+        # This Deployment runs no GameDays (KFS_GAMEDAY_PROVIDER=none): they say so.
         gd = wait_for(
             lambda: (
                 (_get(custom, team, GD_GROUP, GD_PLURAL).get("status") or {}).get("state")

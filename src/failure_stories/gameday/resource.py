@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -32,6 +33,9 @@ from failure_stories.core import atomic
 from failure_stories.core.errors import DefinitionError
 from failure_stories.host.processes import Supervisor
 from failure_stories.run.events import EventKind
+
+if TYPE_CHECKING:
+    from failure_stories.providers.base import Provider
 
 GROUP, VERSION, PLURAL, KIND = "kfs.dev", "v1alpha1", "gamedays", "GameDay"
 # On a run's namespace: the uid of the GameDay that owns it.
@@ -110,6 +114,44 @@ class WorkerSpec:
     namespace: str | None
     report_dir: str
     events: str
+    # The cluster the run changes: the operator's own (see cluster_of_operator).
+    provider: str = "local"
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    def make_provider(self) -> Provider:
+        return provider_for(self.provider, self.kubeconfig, self.context)
+
+
+# What a GameDay worker uses, from the operator's environment: the local
+# provider's host (`kfs operator install` there), or a cluster reached by
+# kubeconfig (`KFS_GAMEDAY_PROVIDER=existing`, `KUBECONFIG`, `KFS_GAMEDAY_CONTEXT`):
+# any cluster, kind's included, through the node agent. Installing the operator
+# for a cluster is what allows its GameDays to change that cluster.
+GAMEDAY_PROVIDERS = ("local", "existing")
+
+
+def cluster_of_operator() -> tuple[str, str | None, str | None]:
+    name = os.environ.get("KFS_GAMEDAY_PROVIDER", "local")
+    return name, os.environ.get("KUBECONFIG"), os.environ.get("KFS_GAMEDAY_CONTEXT") or None
+
+
+def provider_for(name: str, kubeconfig: str | None, context: str | None) -> Provider:
+    if name == "local":
+        from failure_stories.providers.local import LocalProvider
+
+        return LocalProvider()
+    if name == "existing":
+        from failure_stories.providers.existing import ExistingProvider
+
+        provider = ExistingProvider(context=context, kubeconfig=kubeconfig)
+        provider.allow = provider.context
+        return provider
+    raise DefinitionError(
+        f"GameDays run on the {' or '.join(GAMEDAY_PROVIDERS)} provider, not {name!r}: "
+        "set KFS_GAMEDAY_PROVIDER (a kind cluster is reached as existing, through the "
+        "node agent)"
+    )
 
 
 class Worker:
@@ -145,6 +187,7 @@ class Worker:
             report_dir=str(self.dir / "report"),
             events=str(self.events_path),
         )
+        ws.provider, ws.kubeconfig, ws.context = cluster_of_operator()
         atomic.write_text(self.spec_path, json.dumps(asdict(ws), indent=2))
         argv = [sys.executable, "-m", "failure_stories.gameday.worker", str(self.spec_path)]
         self.sup.start(self.name, argv)

@@ -7,8 +7,9 @@ hook keeps the fault live until the GameDay says ``spec.reveal: true``, its
 deadline passes, or it is deleted. SIGTERM reverts the fault through the
 runner's teardown, in every phase.
 
-The provider is the embedded cluster on this host (``local``); it is where the
-operator that starts workers runs.
+The provider is the operator's (WorkerSpec.provider): the embedded cluster on
+this host, or any cluster reached by kubeconfig, whose nodes the run reaches
+through the node agent.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from failure_stories.gameday.resource import (
     VERSION,
     WorkerSpec,
 )
-from failure_stories.providers.local import LocalProvider
 from failure_stories.reporting.model import report_path
 from failure_stories.run import events
 from failure_stories.run.context import RunContext
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = WorkerSpec(**json.loads(Path(args[0]).read_text()))
     events = EventLog(Path(spec.events), spec.scenario)
-    provider = LocalProvider()
+    provider = spec.make_provider()
     scenario = scenarios.get(spec.scenario)
     hold = None
     if spec.mode == "drill":
