@@ -88,6 +88,7 @@ def test_story_through_the_node_agent(
     existing: ExistingProvider, kube: Kube, host_commands: list[Any], tmp_path: Path, story: str
 ) -> None:
     before = _kfs_chains()
+    host_commands.clear()  # the test's own look at the node above
     session = Session(existing, tmp_path)
     with session:
         report = session.run(scenarios.get(story))
