@@ -357,3 +357,74 @@ def test_kfs_gameday_on_an_existing_cluster(kubeconfig: Path, kube: Kube, tmp_pa
     assert report["info"]["node_access"] == "node agent"
     assert report["info"]["time_to_diagnosis_seconds"] >= 1
     assert agent_namespaces(kube) == {}
+
+
+def test_a_cluster_whose_policy_forbids_the_agent_is_refused_before_any_fault(
+    existing: ExistingProvider, kube: Kube, tmp_path: Path
+) -> None:
+    """A cluster that does not admit privileged host-namespace pods (here a
+    ValidatingAdmissionPolicy, as a hardened cluster would have) gets a one-line
+    refusal that quotes the policy, and nothing of the run stays behind."""
+    name = "kfs-e2e-no-host-pid"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["pods"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "!has(object.spec.hostPID) || !object.spec.hostPID",
+                    "message": "hostPID pods are not allowed on this cluster",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    kube.apply([policy, binding], None)
+    try:
+        # A binding takes a moment to be enforced: wait until a probe is refused.
+        probe = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe"},
+            "spec": {"hostPID": True, "containers": [{"name": "c", "image": TOOLBOX_IMAGE}]},
+        }
+        wait_for(
+            lambda: kube.dry_run_admission(probe, "default"), what="the policy enforced", timeout=30
+        )
+        with Session(existing, tmp_path) as session:
+            report = session.run(scenarios.get("mindtickle-external-snat"))
+    finally:
+        kube.delete(binding, None)
+        kube.delete(policy, None)
+    assert report.verdict == "error"
+    assert "\n" not in report.error
+    assert report.error.startswith(
+        "this cluster refuses the node agent (a privileged pod with the host's PID and "
+        "network namespaces): "
+    ), report.error
+    assert "hostPID pods are not allowed on this cluster" in report.error
+    assert [p.name for p in report.phases if p.ok is False and not p.skipped] == ["setup"]
+    assert agent_namespaces(kube) == {}
+    wait_for(
+        lambda: not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items,
+        what="the refused run's namespace to be gone",
+        timeout=60,
+    )
+    assert _outside_links() == []

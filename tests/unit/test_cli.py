@@ -170,3 +170,38 @@ def test_a_provider_without_an_ability_a_story_needs_is_refused_at_once(tmp_path
         "another provider (`kfs describe ID` says what a story needs)"
     ]
     assert not (tmp_path / "r").exists()  # refused before anything ran
+
+
+def test_a_report_dir_that_cannot_be_written_is_one_line_before_any_cluster(tmp_path):
+    done = kfs("run", "moonlight-anti-affinity", "--report-dir", "/proc/kfs-reports")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert (
+        "cannot write reports to /proc/kfs-reports (No such file or directory): "
+        "pass --report-dir a directory you can write" in done.stderr
+    )
+
+
+def test_kind_without_its_tools_deletes_no_cluster_it_never_made(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "failure_stories",
+            "run",
+            "moonlight-anti-affinity",
+            "--provider",
+            "kind",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": str(tmp_path), "COLUMNS": "200"},  # neither docker nor kind
+    )
+    assert done.returncode == 1
+    assert "deleting the kind cluster" not in done.stdout
+    report = json.loads((tmp_path / "moonlight-anti-affinity.json").read_text())
+    assert "docker is not installed" in report["error"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from failure_stories.contract import scenario as scenarios
-from failure_stories.core.errors import Interrupted
+from failure_stories.core.errors import Interrupted, ProviderError
 from failure_stories.providers.base import ClusterStatus
 from failure_stories.run.session import Session
 from tests.unit.conftest import StubProvider
@@ -29,6 +29,9 @@ class Lifecycle(StubProvider):
 
     def status(self) -> ClusterStatus:
         return ClusterStatus("stub", self.running, None)
+
+    def up(self) -> None:
+        self.running = True
 
     def down(self) -> None:
         self.downs += 1
@@ -55,6 +58,22 @@ def test_only_a_cluster_the_session_created_is_taken_down(
     assert provider.downs == downs
     assert bool(said) == bool(downs)
     assert (tmp_path / "r" / "junit.xml").is_file() and (tmp_path / "r" / "report.html").is_file()
+
+
+class CannotStart(Lifecycle):
+    def up(self) -> None:
+        raise ProviderError("docker is not installed: install Docker")
+
+
+def test_a_cluster_that_never_came_up_is_not_deleted(make_scenario, tmp_path: Path):
+    """kind without Docker: nothing was created, so nothing is said to be deleted."""
+    story = scenarios.get("test-story", make_scenario(STEPS).parent)
+    provider = CannotStart(running=False)
+    said: list[str] = []
+    with Session(provider, tmp_path / "r", say=said.append) as session:
+        report = session.run(story)
+    assert report.verdict == "error" and "docker is not installed" in report.error
+    assert provider.downs == 0 and said == []
 
 
 def test_an_interrupted_session_still_deletes_its_cluster_and_writes_reports(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -231,6 +232,7 @@ def run(
         keep_flag="--keep-cluster",
     )
     ses.check(chosen)  # abilities and the context guard, before the cluster is touched
+    _writable(report_dir)
     with ses:
         if jobs > 1 and len(chosen) > 1:
             extra = cluster.argv()
@@ -289,7 +291,8 @@ def gameday(
     )
     prov = cluster.get()
     ses = Session(prov, report_dir, listener=Progress(), say=console.print)
-    ses.check([s])  # abilities and the context guard, before the cluster is touched
+    ses.check([s])
+    _writable(report_dir)  # abilities and the context guard, before the cluster is touched
     with ses:
         rep = ses.run(s, hold_fault=drill.hold)
         rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
@@ -330,6 +333,19 @@ def cleanup(cluster: ClusterOptions) -> None:
     prov.check_allowed()
     for line in sweep(prov):
         console.print(line)
+
+
+def _writable(report_dir: Path) -> None:
+    """Refuse, before any cluster is touched, a report directory that cannot be written."""
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=report_dir, prefix=".kfs-write-test-"):
+            pass
+    except OSError as exc:
+        raise click.UsageError(
+            f"cannot write reports to {report_dir} ({exc.strerror or exc}): "
+            "pass --report-dir a directory you can write"
+        ) from None
 
 
 def print_plan(s: scenarios.Scenario) -> None:

@@ -70,7 +70,9 @@ class Session:
         try:
             self.write_reports()
         finally:
-            if self.created and not self.keep:
+            # Only a cluster that came up: a provider that could not start one
+            # (kind without Docker) has nothing to delete.
+            if self.created and not self.keep and self.provider.status().running:
                 hint = f" ({self.keep_flag} keeps it)" if self.keep_flag else ""
                 self.say(f"deleting the {self.provider.name} cluster this run created{hint}")
                 self.provider.down()
