@@ -6,6 +6,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from failure_stories import (
     SIMULATED_NODE_LABEL,
     RunContext,
@@ -23,7 +25,7 @@ HOLD_SECONDS = 5.0
 
 
 def _millicpu(quantity: str) -> int:
-    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+    return int(parse_quantity(quantity) * 1000)
 
 
 def setup(ctx: RunContext) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 Obj = dict[str, Any]
 
 
@@ -113,14 +115,12 @@ def selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
 
 
 def cpu_cores(quantity: Any) -> float | None:
-    """A Kubernetes CPU quantity ("250m", "1", 2, "1.5") in cores."""
+    """A Kubernetes CPU quantity ("250m", "1", 2, "1.5") in cores; None if it is
+    not one (the client's own parser, so every suffix Kubernetes knows is read)."""
     if quantity is None:
         return None
-    text = str(quantity).strip()
     try:
-        if text.endswith("m"):
-            return float(text[:-1]) / 1000
-        return float(text)
+        return float(parse_quantity(str(quantity).strip()))
     except ValueError:
         return None
 
