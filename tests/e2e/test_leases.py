@@ -249,6 +249,13 @@ def test_a_killed_holder_stays_active_until_its_lease_expires_then_is_taken_over
             child.wait(10)
 
     assert locks.sweep_run_locks({f"kfs-{token}-other"}) == []  # only the ones named
+    # Each lease is renewed on its own: the second may expire up to a renewal later.
+    wait_for(
+        lambda: not locks.run_active(swept),
+        what="the killed holder's second lease to expire",
+        timeout=DURATION + 5,
+        interval=0.1,
+    )
     assert locks.sweep_run_locks({swept}) == [swept]
     assert not any(
         lease.metadata.name == lease_name(f"run-{swept}") for lease in _ours(cluster, token)
