@@ -42,6 +42,7 @@ from failure_stories.gameday.resource import (
     GAMEDAY_LABEL,
     GAMEDAY_PROVIDERS,
     GROUP,
+    IN_CLUSTER,
     PLURAL,
     VERSION,
     EventTail,
@@ -53,6 +54,7 @@ from failure_stories.gameday.resource import (
     fold,
     next_run,
     now_iso,
+    operator_provider_name,
     provider_for,
 )
 from failure_stories.operator.runtime import load_client_config
@@ -61,10 +63,10 @@ from failure_stories.run.events import EventKind
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 STATE_DIR = Path(os.environ.get("KFS_GAMEDAY_STATE", "/var/lib/kfs/gamedays"))
-# Workers drive the embedded cluster from its host, or a cluster by kubeconfig
-# through the node agent (resource.cluster_of_operator); "none" says GameDays
-# are not run by this installation.
-PROVIDER = cluster_of_operator()[0]
+# Workers drive the embedded cluster from its host, or a cluster by kubeconfig or
+# from inside it through the node agent (resource.cluster_of_operator); "none"
+# says GameDays are not run by this installation.
+PROVIDER = operator_provider_name()
 FOLLOW_INTERVAL = 0.5
 METRICS = Metrics()
 ACTIVE = ("Running", "Holding")
@@ -144,10 +146,11 @@ def run_gameday(
         gd.patch({"state": "Invalid", "message": str(exc)})
         gd.say(Notice("InvalidSpec", str(exc), warning=True))
         return
-    if PROVIDER not in GAMEDAY_PROVIDERS:
+    if PROVIDER not in (*GAMEDAY_PROVIDERS, IN_CLUSTER):
         message = (
             f"this operator runs no GameDays (KFS_GAMEDAY_PROVIDER={PROVIDER}): run the "
-            "operator with KFS_GAMEDAY_PROVIDER=existing and a kubeconfig for this cluster, "
+            "operator with `kfs operator install --gamedays` (or KFS_GAMEDAY_PROVIDER=existing "
+            "and a kubeconfig for this cluster), "
             "or run `kfs gameday` from a workstation"
         )
         gd.patch({"state": "Unsupported", "message": message})
@@ -258,7 +261,7 @@ def _mirror(gd: GameDay, spec: GameDaySpec, tail: EventTail) -> bool:
 def _revert_dead(gd: GameDay, spec: GameDaySpec, worker: Worker, why: str) -> None:
     """A run whose worker is gone: undo what it left, say so."""
     node_level = scenarios.get(spec.scenario).meta.node.changes
-    provider = provider_for(*cluster_of_operator())
+    provider = provider_for(*cluster_of_operator(STATE_DIR))
     done = revert_run(provider, gd.run_namespaces(), node_level=node_level)
     worker.forget()
     message = f"run {worker.attempt}: {why}; reverted: {'; '.join(done) or 'nothing was left'}"

@@ -1,10 +1,11 @@
-"""The in-cluster operator kind users get: the image built offline, loaded into the
-nodes, and the least-privilege Deployment of operator/deployment.yaml.
+"""The in-cluster operator kind and existing users get: the image built offline,
+loaded into the nodes, and the Deployment of operator/deployment.yaml.
 
-Kind needs Docker and a node image this machine cannot pull, so the same image
-and manifests are exercised on the local provider's real node: the operator runs
-from its own image as user 65534 with a read-only root, reaches Redis pods over
-the pod network, and does all its work with the ServiceAccount of rbac.yaml.
+The same image and manifests are exercised on the local provider's real node: the
+operator runs from its own image as user 65534 with a read-only root, reaches
+Redis pods over the pod network, and does all its work with its ServiceAccount:
+rbac.yaml for RedisFailovers, plus gameday-rbac.yaml (`--gamedays`) for a GameDay
+that changes the cluster from inside it, its node-level steps through the node agent.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.operator import image as operator_image
 from failure_stories.operator import redis_failover as rf
 from failure_stories.operator import runtime
+from failure_stories.providers.agent import agent_namespaces
 from failure_stories.providers.base import REAL_NODE_LABEL, Provider
 from failure_stories.providers.kube import KFS as KFS_LABEL
 from failure_stories.providers.kube import MANAGED_BY, Kube
@@ -51,7 +53,7 @@ def test_operator_image_runs_the_in_cluster_deployment(kfs_provider: Provider, k
         pytest.skip("builds and loads the image itself; on kind, `kfs operator install` does")
     archive = operator_image.build()
     kfs_provider.load_images({operator_image.OPERATOR_IMAGE: archive})
-    op = runtime.InClusterOperator(kube, node_selector={REAL_NODE_LABEL: "true"})
+    op = runtime.InClusterOperator(kube, node_selector={REAL_NODE_LABEL: "true"}, gamedays=True)
     team = f"team-rf-{secrets.token_hex(3)}"
     kube.core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=team, labels={MANAGED_BY: KFS_LABEL}))
@@ -77,7 +79,7 @@ def test_operator_image_runs_the_in_cluster_deployment(kfs_provider: Provider, k
                     "apiVersion": f"{GD_GROUP}/{GD_VERSION}",
                     "kind": GD_KIND,
                     "metadata": {"name": NAME},
-                    "spec": {"scenario": "moonlight-anti-affinity"},
+                    "spec": {"scenario": "jwplayer-exposed-dashboard"},
                 },
             ],
             team,
@@ -97,17 +99,16 @@ def test_operator_image_runs_the_in_cluster_deployment(kfs_provider: Provider, k
         assert code == 0, err
         assert "role:master" in out and "connected_slaves:1" in out
 
-        # This Deployment runs no GameDays (KFS_GAMEDAY_PROVIDER=none): they say so.
-        gd = wait_for(
-            lambda: (
-                (_get(custom, team, GD_GROUP, GD_PLURAL).get("status") or {}).get("state")
-                == "Unsupported"
-            ),
-            what="the GameDay to report Unsupported",
-            timeout=60,
-            interval=1,
-        )
-        assert gd
+        # The GameDay ran from inside the cluster: the story's node steps went
+        # through the node agent, and it proved both directions.
+        def finished() -> dict[str, Any] | None:
+            st = dict(_get(custom, team, GD_GROUP, GD_PLURAL).get("status") or {})
+            return st if st.get("state") in ("Finished", "Failed", "Reverted") else None
+
+        st = wait_for(finished, what="the in-cluster GameDay to finish", timeout=300, interval=1)
+        assert st["state"] == "Finished" and st["verdict"] == "passed", st.get("message")
+        assert st["measurements"]["symptom"]["miner_processes_detected"] >= 1
+        assert agent_namespaces(kube) == {}
     finally:
         for group, plural in ((rf.GROUP, rf.PLURAL), (GD_GROUP, GD_PLURAL)):
             try:
@@ -118,6 +119,7 @@ def test_operator_image_runs_the_in_cluster_deployment(kfs_provider: Provider, k
         kube.delete_namespace(team)
         removed = op.uninstall()
     assert "deleted Deployment kfs-operator" in removed
+    assert "deleted ClusterRoleBinding kfs-operator-gamedays" in removed
     assert runtime.SYSTEM_NAMESPACE not in {
         n.metadata.name for n in kube.core.list_namespace().items
     }

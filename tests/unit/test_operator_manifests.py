@@ -66,6 +66,43 @@ def test_kind_deployment_stays_least_privilege_and_declines_gamedays() -> None:
     assert gameday_rules and all("delete" not in r["verbs"] for r in gameday_rules)
 
 
+def test_gamedays_are_an_opt_in_with_their_own_rights() -> None:
+    plain = runtime.InClusterOperator(FakeKube())  # type: ignore[arg-type]
+    opted = runtime.InClusterOperator(FakeKube(), gamedays=True)  # type: ignore[arg-type]
+    names = {o["metadata"]["name"] for o in plain.manifests() if o["kind"] == "ClusterRole"}
+    assert names == {"kfs-operator"}
+    objs = opted.manifests()
+    env = {
+        e["name"]: e["value"]
+        for e in _deployment(objs)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KFS_GAMEDAY_PROVIDER"] == "in-cluster"
+    (role,) = [
+        o
+        for o in objs
+        if o["metadata"]["name"] == "kfs-operator-gamedays" and o["kind"] == "ClusterRole"
+    ]
+    granted = {
+        (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    # A run: its namespace, exec into its pods, its locks, the node agent's Role.
+    assert {("", "namespaces"), ("", "pods/exec"), ("coordination.k8s.io", "leases")} <= granted
+    assert ("rbac.authorization.k8s.io", "roles") in granted
+    # Never read secrets, never wildcards.
+    secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert all(not {"get", "list", "watch"} & set(r["verbs"]) for r in secrets)
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
+    # The writable places a run needs, on a read-only root.
+    mounts = {
+        m["mountPath"]
+        for m in _deployment(objs)["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    assert {"/var/lib/kfs", "/tmp"} <= mounts
+    # Uninstall removes the GameDay rights whichever way it was installed.
+    removed = {(o["kind"], o["metadata"]["name"]) for o in plain.removable()}
+    assert ("ClusterRoleBinding", "kfs-operator-gamedays") in removed
+
+
 def test_kind_deployment_runs_the_offline_image_and_can_be_pinned() -> None:
     from failure_stories.operator import image as operator_image
 

@@ -13,7 +13,9 @@ GameDay resources (game days run from the cluster):
   applied to the cluster; on kind, ``localhost/kfs/operator:v1`` is built
   offline and loaded first, elsewhere ``--image`` names one the nodes can pull
   (``kfs operator image`` writes the archive to push). RedisFailovers work
-  there, GameDays report Unsupported.
+  there; GameDays report Unsupported unless ``--gamedays`` also grants the
+  rights of ``operator/gameday-rbac.yaml`` (then they run in that cluster as
+  the existing provider does, with the pod's own ServiceAccount).
 
 CRDs are installed by ``install``; ``uninstall`` removes them only when no
 RedisFailover or GameDay is left in any namespace.
@@ -31,10 +33,12 @@ from failure_stories.providers.base import Provider
 from failure_stories.providers.capabilities import OperatorHost
 
 
-def _operator(prov: Provider, image: str | None = None) -> runtime.InClusterOperator:
+def _operator(
+    prov: Provider, image: str | None = None, gamedays: bool = False
+) -> runtime.InClusterOperator:
     if isinstance(prov, OperatorHost):
         return runtime.LocalPodOperator(prov.kube(), prov.operator_state)
-    return runtime.InClusterOperator(prov.kube(), image=image or OPERATOR_IMAGE)
+    return runtime.InClusterOperator(prov.kube(), image=image or OPERATOR_IMAGE, gamedays=gamedays)
 
 
 def _provider_for(cluster: ClusterOptions) -> Provider:
@@ -58,14 +62,22 @@ def operator_group() -> None:
     help=f"kind/existing: the operator image the nodes pull (default {OPERATOR_IMAGE}, "
     "which kind gets built and loaded).",
 )
-def install(cluster: ClusterOptions, image: str | None) -> None:
+@click.option(
+    "--gamedays",
+    is_flag=True,
+    help="kind/existing: also let the operator run GameDays in this cluster (grants the "
+    "rights in operator/gameday-rbac.yaml; node-level faults go through the node agent). "
+    "Without it GameDays report Unsupported. The local provider's operator always runs them.",
+)
+def install(cluster: ClusterOptions, image: str | None, gamedays: bool) -> None:
     """Install the CRDs and the operator Deployment (on local: a pod on the real node)."""
     prov = _provider_for(cluster)
-    if image is not None and isinstance(prov, OperatorHost):
-        raise click.UsageError(f"--image is for kind and existing; {prov.name} runs this checkout")
+    if isinstance(prov, OperatorHost) and (image is not None or gamedays):
+        flag = "--image" if image is not None else "--gamedays"
+        raise click.UsageError(f"{flag} is for kind and existing; {prov.name} runs this checkout")
     if image is None:
         runtime.load_image(prov)
-    op = _operator(prov, image)
+    op = _operator(prov, image, gamedays)
     for name in runtime.ensure_crds(op.kube):
         click.echo(f"CRD {name} installed")
     op.install()

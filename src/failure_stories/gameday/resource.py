@@ -124,15 +124,29 @@ class WorkerSpec:
 
 
 # What a GameDay worker uses, from the operator's environment: the local
-# provider's host (`kfs operator install` there), or a cluster reached by
-# kubeconfig (`KFS_GAMEDAY_PROVIDER=existing`, `KUBECONFIG`, `KFS_GAMEDAY_CONTEXT`):
-# any cluster, kind's included, through the node agent. Installing the operator
-# for a cluster is what allows its GameDays to change that cluster.
+# provider's host (`kfs operator install` there), a cluster reached by kubeconfig
+# (`KFS_GAMEDAY_PROVIDER=existing`, `KUBECONFIG`, `KFS_GAMEDAY_CONTEXT`), or, for
+# the operator's Deployment, its own cluster with its own ServiceAccount
+# (`in-cluster`, run as existing). Any cluster, kind's included, is changed through
+# the node agent. Installing the operator for a cluster is what allows its GameDays
+# to change that cluster.
 GAMEDAY_PROVIDERS = ("local", "existing")
+IN_CLUSTER = "in-cluster"
 
 
-def cluster_of_operator() -> tuple[str, str | None, str | None]:
-    name = os.environ.get("KFS_GAMEDAY_PROVIDER", "local")
+def operator_provider_name() -> str:
+    return os.environ.get("KFS_GAMEDAY_PROVIDER", "local")
+
+
+def cluster_of_operator(state_dir: Path) -> tuple[str, str | None, str | None]:
+    """(provider, kubeconfig, context) of the cluster GameDays change; in-cluster
+    writes the pod's own kubeconfig under ``state_dir``."""
+    name = operator_provider_name()
+    if name == IN_CLUSTER:
+        from failure_stories.providers import kubeconfig
+
+        path = kubeconfig.write_in_cluster(state_dir / "in-cluster.kubeconfig")
+        return "existing", str(path), kubeconfig.IN_CLUSTER_CONTEXT
     return name, os.environ.get("KUBECONFIG"), os.environ.get("KFS_GAMEDAY_CONTEXT") or None
 
 
@@ -158,6 +172,7 @@ class Worker:
     """One run of a GameDay (``attempt``), as a supervised process of its own."""
 
     def __init__(self, state_dir: Path, uid: str, attempt: int) -> None:
+        self.state_dir = state_dir
         self.sup = Supervisor(state_dir)
         self.uid = uid
         self.attempt = attempt
@@ -187,7 +202,7 @@ class Worker:
             report_dir=str(self.dir / "report"),
             events=str(self.events_path),
         )
-        ws.provider, ws.kubeconfig, ws.context = cluster_of_operator()
+        ws.provider, ws.kubeconfig, ws.context = cluster_of_operator(self.state_dir)
         atomic.write_text(self.spec_path, json.dumps(asdict(ws), indent=2))
         argv = [sys.executable, "-m", "failure_stories.gameday.worker", str(self.spec_path)]
         self.sup.start(self.name, argv)

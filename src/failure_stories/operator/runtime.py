@@ -238,22 +238,30 @@ class InClusterOperator:
     built by :mod:`failure_stories.operator.image` (or ``operator/Dockerfile``)
     and the least-privilege ServiceAccount."""
 
-    files: tuple[str, ...] = ("rbac.yaml", "deployment.yaml")
-
     def __init__(
         self,
         kube: Kube,
         image: str = OPERATOR_IMAGE,
         node_selector: dict[str, str] | None = None,
+        gamedays: bool = False,
     ) -> None:
         self.kube = kube
         self.image = image
         # Where the pod may run, when not every node runs containers (the local
         # provider's simulated nodes do not).
         self.node_selector = dict(node_selector or {})
+        # GameDays change the cluster: their rights are granted only when asked for.
+        self.gamedays = gamedays
+        self.files: tuple[str, ...] = ("rbac.yaml", "deployment.yaml")
+        if gamedays:
+            self.files += ("gameday-rbac.yaml",)
 
     def variables(self) -> dict[str, str]:
-        return {"OPERATOR_IMAGE": self.image, "TOOLBOX_IMAGE": TOOLBOX_IMAGE}
+        return {
+            "OPERATOR_IMAGE": self.image,
+            "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
+            "GAMEDAY_PROVIDER": "in-cluster" if self.gamedays else "none",
+        }
 
     def manifests(self) -> list[dict[str, Any]]:
         objs: list[dict[str, Any]] = []
@@ -264,6 +272,11 @@ class InClusterOperator:
                 if obj["kind"] == "Deployment":
                     obj["spec"]["template"]["spec"]["nodeSelector"] = self.node_selector
         return objs
+
+    def removable(self) -> list[dict[str, Any]]:
+        """What uninstall deletes: also the GameDay rights of an earlier --gamedays."""
+        with_gamedays = InClusterOperator(self.kube, self.image, self.node_selector, gamedays=True)
+        return with_gamedays.manifests()
 
     def installed(self) -> bool:
         try:
@@ -309,7 +322,7 @@ class InClusterOperator:
 
     def uninstall(self, timeout: float = 330) -> list[str]:
         done = []
-        for obj in reversed(self.manifests()):
+        for obj in reversed(self.removable()):
             if obj["kind"] == "Namespace":
                 self.kube.delete_namespace(obj["metadata"]["name"], timeout=timeout)
             else:
@@ -340,6 +353,9 @@ class LocalPodOperator(InClusterOperator):
         namespace = [o for o in rbac if o["kind"] == "Namespace"]
         text = (OPERATOR_DIR / "local-deployment.yaml").read_text()
         return namespace + render(text, self.variables())
+
+    def removable(self) -> list[dict[str, Any]]:
+        return self.manifests()
 
     def variables(self) -> dict[str, str]:
         from failure_stories.providers.local import binaries

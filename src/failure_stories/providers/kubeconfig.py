@@ -120,3 +120,45 @@ class KubeConfig:
         configuration: Any = type.__call__(client.Configuration)
         loader.load_and_set(configuration)
         return client.ApiClient(configuration=configuration)
+
+
+# Inside a pod: the ServiceAccount kubelet mounts, and the Service address it sets.
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+IN_CLUSTER_CONTEXT = "in-cluster"
+
+
+def write_in_cluster(path: Path, account: Path | None = None) -> Path:
+    """A kubeconfig at ``path`` for the pod's own cluster and ServiceAccount, with
+    context ``in-cluster``, so code that takes a kubeconfig (the existing provider)
+    runs unchanged inside the cluster. The token is named by its file (tokenFile),
+    which kubelet keeps fresh; each client reads it when it is made."""
+    account = account or SERVICE_ACCOUNT
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not (account / "token").is_file():
+        raise ClusterUnreachableError(
+            "not inside a pod (no KUBERNETES_SERVICE_HOST or ServiceAccount token): "
+            "set KUBECONFIG and KFS_GAMEDAY_CONTEXT instead"
+        )
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": IN_CLUSTER_CONTEXT,
+                "cluster": {"server": server, "certificate-authority": str(account / "ca.crt")},
+            }
+        ],
+        "users": [{"name": IN_CLUSTER_CONTEXT, "user": {"tokenFile": str(account / "token")}}],
+        "contexts": [
+            {
+                "name": IN_CLUSTER_CONTEXT,
+                "context": {"cluster": IN_CLUSTER_CONTEXT, "user": IN_CLUSTER_CONTEXT},
+            }
+        ],
+        "current-context": IN_CLUSTER_CONTEXT,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path

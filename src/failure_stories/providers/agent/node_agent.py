@@ -101,7 +101,7 @@ class NodeAgent:
             return name
         self.set_up()
         spec = objects.pod(
-            self.namespace, self.run_namespace, node, self.image, self.kube.api.configuration.host
+            self.namespace, self.run_namespace, node, self.image, " ".join(self._api_servers())
         )
         self.kube.apply([spec], None)
 
@@ -120,6 +120,24 @@ class NodeAgent:
             )
         self._ready.add(node)
         return name
+
+    def _api_servers(self) -> list[str]:
+        """Where the agent reaches the API server to learn of a thaw: as kfs does, then
+        at the `kubernetes` Service's endpoints. kfs may itself run in a pod and use the
+        Service address, which a host-network pod may have no route to."""
+        servers = [str(self.kube.api.configuration.host)]
+        try:
+            eps = self.kube.core.read_namespaced_endpoints("kubernetes", "default")
+        except ApiException:
+            return servers  # not readable: the Service address stays the fallback
+        for subset in eps.subsets or []:
+            port = next((p.port for p in subset.ports or [] if p.name == "https"), None)
+            for addr in subset.addresses or []:
+                if port is not None:
+                    url = f"https://{addr.ip}:{port}"
+                    if url not in servers:
+                        servers.append(url)
+        return servers
 
     def in_agent(self, node: str, argv: list[str], check: bool = True, timeout: float = 120) -> str:
         """Run ``argv`` in the agent's container on ``node`` (the toolbox's programs,
