@@ -10,6 +10,7 @@ that changes the cluster from inside it, its node-level steps through the node a
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -106,7 +107,7 @@ def test_operator_image_runs_the_in_cluster_deployment(kfs_provider: Provider, k
             return st if st.get("state") in ("Finished", "Failed", "Reverted") else None
 
         st = wait_for(finished, what="the in-cluster GameDay to finish", timeout=300, interval=1)
-        assert st["state"] == "Finished" and st["verdict"] == "passed", st.get("message")
+        assert st["state"] == "Finished" and st["verdict"] == "passed", json.dumps(st)
         assert st["measurements"]["symptom"]["miner_processes_detected"] >= 1
         assert agent_namespaces(kube) == {}
     finally:

@@ -115,6 +115,16 @@ def test_fold_keeps_measurements_per_phase_and_announces_results() -> None:
     assert second.phase_seconds == {"verify": 3.0}
 
 
+def test_a_failed_phase_says_why_in_status() -> None:
+    event = _phase_end("mitigate", False, 0.1)
+    event["result"]["error"] = 'Forbidden: secrets "dashboard-token" cannot be patched'
+    status = fold(event, {}).status
+    (entry,) = status["phases"]
+    assert entry["ok"] is False and "cannot be patched" in entry["error"]
+    ok = fold(_phase_end("symptom", True, 1.0), {}).status
+    assert "error" not in ok["phases"][0]
+
+
 def test_fold_of_the_end_sets_the_verdict() -> None:
     done = fold({"kind": "done", "scenario": "s", "verdict": "passed", "report": "r.json"}, {})
     assert done.verdict == "passed"

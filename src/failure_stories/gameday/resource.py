@@ -294,7 +294,11 @@ def fold(event: Mapping[str, Any], current: Mapping[str, Any]) -> Folded:
         if values:
             measured[phase] = values
         phases = [p for p in current.get("phases") or [] if p.get("name") != phase]
-        phases.append({"name": phase, "ok": result["ok"], "seconds": round(result["seconds"], 2)})
+        entry = {"name": phase, "ok": result["ok"], "seconds": round(result["seconds"], 2)}
+        if not result["ok"] and result.get("error"):
+            # The report may live where the reader cannot look (the operator's pod).
+            entry["error"] = str(result["error"])[:300]
+        phases.append(entry)
         out.status = {"phases": phases, "measurements": measured}
         out.phase_seconds[phase] = float(result["seconds"])
         shown = ", ".join(f"{k}={v:g}" for k, v in values.items())
