@@ -151,6 +151,13 @@ def test_operator_image_is_not_an_option_of_the_local_install():
     assert "--image is for kind and existing" in done.stderr
 
 
+def test_gamedays_opt_in_is_for_the_in_cluster_install():
+    done = kfs("operator", "install", "--gamedays")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "--gamedays is for kind and existing" in done.stderr
+
+
 def test_a_provider_without_an_ability_a_story_needs_is_refused_at_once(tmp_path):
     done = kfs(
         "run",
