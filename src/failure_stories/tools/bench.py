@@ -35,6 +35,8 @@ BUILD_TIMES = "build-times.json"
 # (namespaceDeletionGracePeriod, not configurable): a wait the platform imposes
 # on every story, on top of the story's own physics_seconds.
 NAMESPACE_DELETION_DELAY = 5.0
+# The story Chaos Toolkit is compared on (bench/chaostoolkit/).
+MOONLIGHT = "moonlight-anti-affinity"
 
 
 def record_build_time(step: str, seconds: float) -> None:
@@ -188,12 +190,37 @@ def _story_numbers(s: scenarios.Scenario, r: ScenarioReport | None) -> dict[str,
     }
 
 
+def chaostoolkit_numbers(
+    p: LocalProvider, report_dir: Path, suite: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Chaos Toolkit's two experiments on the same cluster, and kfs's Moonlight
+    overhead against its own (Moonlight from this bench's last suite run, or run
+    alone now when the suite was skipped)."""
+    from failure_stories.tools import chaostoolkit
+
+    out = chaostoolkit.compare(p, report_dir / "chaostoolkit")
+    if suite is not None:
+        story = suite["runs"][-1]["per_story"][MOONLIGHT]
+    else:
+        found = [scenarios.get(MOONLIGHT)]
+        with Session(p, report_dir / "moonlight", keep=True) as session:
+            session.check(found)
+            session.run_parallel(found, 1, ["--provider", "local"], lambda *_: None)
+        story = _story_numbers(found[0], _read(report_dir / "moonlight", MOONLIGHT))
+    if story.get("seconds") is not None:
+        out["moonlight_overhead"] = chaostoolkit.overhead_ratio(story, out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     parser.add_argument("--repeat", type=int, default=1, help="suite runs (flakiness)")
     parser.add_argument("--jobs", type=int, default=3, help="scenarios at once, as kfs run --jobs")
     parser.add_argument("--skip-suite", action="store_true")
+    parser.add_argument(
+        "--skip-chaostoolkit", action="store_true", help="no side-by-side Chaos Toolkit runs"
+    )
     parser.add_argument("--report-dir", type=Path, default=Path("reports/bench"))
     args = parser.parse_args(argv)
     p = LocalProvider()
@@ -207,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     result.update(cluster_numbers(p))
     if not args.skip_suite:
         result["suite"] = suite_numbers(p, args.report_dir, args.repeat, args.jobs)
+    if not args.skip_chaostoolkit:
+        result["chaostoolkit"] = chaostoolkit_numbers(p, args.report_dir, result.get("suite"))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
