@@ -25,16 +25,24 @@ assert _spec is not None and _spec.loader is not None
 layout = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(layout)
 
+# setuptools builds in ./build by default, which is ours (build/k8s): its own
+# output goes here instead, and sdists prune this folder rather than ours.
+BUILD_BASE = ".setuptools-build"
 CACHES = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info")
-# What builds leave in build/: setuptools' own build/lib and bdist folders (an
-# in-tree build writes them there), and build.sh's build/k8s/bin.
-BUILD_OUTPUT = {HERE / "build": {"lib", "bdist.*", "temp.*"}, HERE / "build" / "k8s": {"bin"}}
+# What build.sh leaves in build/k8s (when told to build there).
+BUILD_OUTPUT = {HERE / "build" / "k8s": {"bin"}}
 
 
 def skip(folder: str, names: list[str]) -> set[str]:
     outputs = BUILD_OUTPUT.get(Path(folder).resolve(), set())
     dropped = set(CACHES(folder, names))
     return dropped | set(shutil.ignore_patterns(*outputs)(folder, names)) if outputs else dropped
+
+
+def copy_folder(source: Path, target: Path) -> None:
+    shutil.copytree(source, target, ignore=skip)
+    if not any(p.is_file() for p in target.rglob("*")):
+        raise SystemExit(f"{source} holds no files: build the wheel from a whole checkout")
 
 
 class BuildWithData(build_py):
@@ -48,9 +56,9 @@ class BuildWithData(build_py):
             source = HERE / name
             if not source.is_dir():
                 raise SystemExit(f"{source} is missing: build the wheel from a whole checkout")
-            shutil.copytree(source, target / name, ignore=skip)
+            copy_folder(source, target / name)
         for name in layout.DATA_FILES:
             shutil.copy2(HERE / name, target / name)
 
 
-setup(cmdclass={"build_py": BuildWithData})
+setup(cmdclass={"build_py": BuildWithData}, options={"build": {"build_base": BUILD_BASE}})

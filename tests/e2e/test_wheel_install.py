@@ -29,8 +29,13 @@ BUILD_FILES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 
 
 def _copy_sources(target: Path) -> None:
-    """The checkout's sources only: an in-tree build would write build/lib into it."""
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info", "bin", "lib")
+    """The checkout's sources only (a build writes beside them)."""
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info")
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        built = {"bin"} if Path(folder) == REPO / "build" / "k8s" else set()
+        return set(caches(folder, names)) | (built & set(names))
+
     for name in (*BUILD_FILES, *package_data.DATA_FILES):
         shutil.copy2(REPO / name, target / name)
     for name in ("src", *package_data.DATA_FOLDERS):
@@ -52,27 +57,44 @@ def _run(*argv: str | Path, cwd: Path, clean: bool = True) -> subprocess.Complet
     )
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("wheel")
-    src = root / "src-copy"
-    src.mkdir()
-    _copy_sources(src)
-    pip = [sys.executable, "-m", "pip"]
+PIP = [sys.executable, "-m", "pip"]
+
+
+def _wheel(source: Path, out: Path) -> Path:
+    """A wheel built offline from a source tree or an sdist."""
     built = _run(
-        *pip,
+        *PIP,
         "wheel",
         "--quiet",
         "--no-deps",
         "--no-build-isolation",
         "-w",
-        root / "dist",
-        src,
-        cwd=root,
+        out,
+        source,
+        cwd=out.parent,
         clean=False,
     )
     assert built.returncode == 0, built.stderr
-    (wheel,) = (root / "dist").glob("kube_failure_stories-*.whl")
+    (wheel,) = out.glob("kube_failure_stories-*.whl")
+    return wheel
+
+
+def _data_files(wheel: Path) -> list[str]:
+    return sorted(n for n in zipfile.ZipFile(wheel).namelist() if "/_data/" in n)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("wheel") / "src-copy"
+    src.mkdir()
+    _copy_sources(src)
+    return src
+
+
+@pytest.fixture(scope="module")
+def venv(sources: Path) -> Path:
+    root = sources.parent
+    wheel = _wheel(sources, root / "dist")
     venv = root / "venv"
     assert _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=root).returncode == 0
     python = venv / "bin" / "python"
@@ -80,7 +102,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     Path(purelib.stdout.strip(), "kfs-test-deps.pth").write_text("\n".join(sorted(deps)) + "\n")
     installed = _run(
-        *pip,
+        *PIP,
         "--python",
         python,
         "install",
@@ -123,7 +145,7 @@ def test_the_installed_package_carries_its_data(venv: Path) -> None:
     (wheel,) = (venv.parent / "dist").glob("*.whl")
     packed = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in packed if "__pycache__" in n or n.endswith(".pyc")]
-    assert not [n for n in packed if "/build/k8s/bin/" in n or "/build/lib/" in n]
+    assert not [n for n in packed if "/build/k8s/bin/" in n or "/bdist." in n]
 
 
 def test_installed_kfs_lists_describes_and_dry_runs(venv: Path) -> None:
@@ -144,3 +166,22 @@ def test_installed_kfs_lists_describes_and_dry_runs(venv: Path) -> None:
     assert "dry run: nothing is changed" in planned.stdout
     # The manifests were read from the package: their objects are listed.
     assert "Deployment" in planned.stdout
+
+
+def test_a_wheel_built_from_the_sdist_carries_the_same_data(sources: Path, venv: Path) -> None:
+    """setuptools prunes its build folder from an sdist: it must not be build/."""
+    root = sources.parent / "from-sdist"
+    root.mkdir()
+    sdist = _run(
+        sys.executable,
+        "-c",
+        f"from setuptools import build_meta; build_meta.build_sdist({str(root)!r})",
+        cwd=sources,
+        clean=False,
+    )
+    assert sdist.returncode == 0, sdist.stderr
+    (tarball,) = root.glob("kube_failure_stories-*.tar.gz")
+    (from_tree,) = (venv.parent / "dist").glob("*.whl")
+    data = _data_files(_wheel(tarball, root / "dist"))
+    assert data == _data_files(from_tree)
+    assert "failure_stories/_data/build/k8s/go.sum" in data
