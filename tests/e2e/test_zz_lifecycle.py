@@ -51,7 +51,7 @@ def test_down_leaves_nothing_behind_and_up_again_works(kfs_provider):
     assert not L.Paths.default().root.exists()
     assert netns.leftovers() == []
     status = kfs("cluster", "status")
-    assert status.returncode == 1 and "not running" in status.stdout
+    assert status.returncode == 3 and "not running" in status.stdout
 
 
 NETNS_ORDER = Path(__file__).parent / "fresh_host" / "netns_order.py"

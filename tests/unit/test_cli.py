@@ -132,7 +132,7 @@ def test_missing_tool_says_what_to_install(missing, monkeypatch):
     real = shutil.which
     monkeypatch.setattr(shutil, "which", lambda t: None if t == missing else real(t) or t)
     out = CliRunner().invoke(cli, ["cluster", "up", "--provider", "kind"])
-    assert out.exit_code == 2
+    assert out.exit_code == 3  # infrastructure
     assert f"{missing} is not installed" in out.output
     assert "install" in out.output
 
@@ -208,7 +208,7 @@ def test_kind_without_its_tools_deletes_no_cluster_it_never_made(tmp_path):
         check=False,
         env={"PATH": str(tmp_path), "COLUMNS": "200"},  # neither docker nor kind
     )
-    assert done.returncode == 1
+    assert done.returncode == 3  # verdict error: infrastructure, no story failed
     assert "deleting the kind cluster" not in done.stdout
     report = json.loads((tmp_path / "moonlight-anti-affinity.json").read_text())
     assert "docker is not installed" in report["error"]

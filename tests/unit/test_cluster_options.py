@@ -239,7 +239,7 @@ def test_cluster_status_reads_a_context_of_the_second_file_without_allow_context
         catch_exceptions=False,
     )
     # Read-only: no guard; nothing listens there, so the cluster is "not running".
-    assert out.exit_code == 1
+    assert out.exit_code == 3
     assert "existing cluster: not running" in out.output
     assert "does not answer" in out.output
 
@@ -275,5 +275,5 @@ def test_audit_takes_the_cluster_options_and_needs_no_allow_context(two_files, m
         f"kfs: error: unknown kube context 'prod' in {two_files} (known: lab, staging)"
     )
     out = CliRunner().invoke(cli, ["audit", "--kubeconfig", two_files, "--context", "staging"])
-    assert out.exit_code == 2  # read-only, so not refused: nothing answers there
+    assert out.exit_code == 3  # read-only, so not refused: nothing answers there
     assert one_line(out).startswith("kfs: error: the API server of staging does not answer")

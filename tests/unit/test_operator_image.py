@@ -1,4 +1,4 @@
-"""The offline operator image: what it is keyed on, and who may build it."""
+"""The offline operator image: what it is keyed on, and the wheels it asks pip for."""
 
 from __future__ import annotations
 
@@ -7,53 +7,65 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories.core.errors import ProviderError
 from failure_stories.operator import image as operator_image
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def sources(tmp_path: Path) -> operator_image.Sources:
     """A small copy of the inputs the key reads."""
     root = tmp_path / "repo"
-    for name in ("pyproject.toml", "requirements.lock", "README.md"):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, root / name)
+    root.mkdir()
+    shutil.copy2(REPO / "requirements.lock", root / "requirements.lock")
     shutil.copytree(REPO / "operator", root / "operator")
-    (root / "src" / "failure_stories").mkdir(parents=True)
-    (root / "src" / "failure_stories" / "wait.py").write_text("x = 1\n")
+    package = root / "failure_stories"
+    (package / "core").mkdir(parents=True)
+    (package / "core" / "wait.py").write_text("x = 1\n")
     (root / "scenarios" / "s").mkdir(parents=True)
     (root / "scenarios" / "s" / "scenario.yaml").write_text("id: s\n")
-    return root
+    return operator_image.Sources(
+        package, root / "operator", root / "scenarios", root / "requirements.lock"
+    )
 
 
-def test_key_follows_every_input_and_ignores_bytecode(repo: Path) -> None:
-    first = operator_image.key(repo)
-    cache = repo / "src" / "failure_stories" / "__pycache__"
+def test_key_follows_every_input_and_ignores_bytecode(sources: operator_image.Sources) -> None:
+    first = operator_image.key(sources)
+    cache = sources.package / "core" / "__pycache__"
     cache.mkdir()
     (cache / "wait.cpython-311.pyc").write_bytes(b"\0")
-    assert operator_image.key(repo) == first
-    for changed in (
-        "operator/gameday.py",
-        "src/failure_stories/wait.py",
-        "scenarios/s/scenario.yaml",
-        "requirements.lock",
+    # A wheel's copy of the stories beside the package is not the package's code.
+    (sources.package / "_data").mkdir()
+    (sources.package / "_data" / "x.yaml").write_text("x: 1\n")
+    assert operator_image.key(sources) == first
+    for path in (
+        sources.operator / "gameday.py",
+        sources.package / "core" / "wait.py",
+        sources.scenarios / "s" / "scenario.yaml",
+        sources.lock,
     ):
-        path = repo / changed
         before = path.read_bytes()
         path.write_bytes(before + b"\n# changed\n")
-        assert operator_image.key(repo) != first, changed
+        assert operator_image.key(sources) != first, path
         path.write_bytes(before)
-    assert operator_image.key(repo) == first
+    assert operator_image.key(sources) == first
 
 
-def test_only_a_host_like_the_toolbox_builds_it() -> None:
-    operator_image.check_host((3, 11), ("glibc", "2.36"))
-    operator_image.check_host((3, 11), ("glibc", "2.31"))
-    with pytest.raises(ProviderError, match=r"needs Python 3\.11.*this is 3\.12"):
-        operator_image.check_host((3, 12), ("glibc", "2.36"))
-    with pytest.raises(ProviderError, match=r"glibc 2\.36 or older.*glibc 2\.39"):
-        operator_image.check_host((3, 11), ("glibc", "2.39"))
-    with pytest.raises(ProviderError, match="musl"):
-        operator_image.check_host((3, 11), ("musl", ""))
+def test_pip_is_asked_for_the_images_python_and_glibc_not_this_hosts() -> None:
+    flags = operator_image.pip_target_flags("x86_64")
+    assert flags[:3] == ["--only-binary=:all:", "--implementation", "cp"]
+    assert flags[3:5] == ["--python-version", "3.11"]
+    platforms = [flags[i + 1] for i, f in enumerate(flags) if f == "--platform"]
+    # Bookworm's glibc 2.36 down to manylinux2014 (2.17), nothing newer.
+    assert platforms[0] == "manylinux_2_36_x86_64"
+    assert "manylinux_2_17_x86_64" in platforms and "manylinux2014_x86_64" in platforms
+    assert not [p for p in platforms if p.startswith("manylinux_2_37")]
+    assert len(platforms) == 36 - 17 + 1 + 1
+    assert operator_image.pip_target_flags("aarch64")[-1] == "manylinux2014_aarch64"
+
+
+def test_the_image_gets_the_packages_runtime_dependencies_only() -> None:
+    wanted = operator_image.requirements()
+    names = {r.split(">")[0].split("=")[0].split("[")[0].strip().lower() for r in wanted}
+    assert {"kopf", "kubernetes", "psutil", "pydantic"} <= names
+    assert not names & {"mypy", "pytest", "ruff", "setuptools"}  # the dev extra stays out

@@ -63,6 +63,53 @@ def test_the_e2e_marker_is_registered_for_strict_markers(pytester):
     assert "e2e: end-to-end test" in pytester.runpytest(*PLUGIN, "--markers").stdout.str()
 
 
+STORY_YAML = """\
+id: elsewhere
+title: A story outside the stories directory
+company: ExampleCo
+year: 2020
+source: https://example.invalid/story
+kind_config: default
+story: A story.
+fault: A fault.
+symptom: A symptom.
+mitigation: A mitigation.
+measured:
+  errors: how many requests failed
+checks:
+  symptom:
+    errors: ">= 5"
+  verify:
+    errors: "<= 1"
+"""
+
+
+def test_a_projects_own_scenario_yaml_is_collected_only_when_asked(pytester, monkeypatch):
+    """A project that installs kfs may have files named scenario.yaml of its own."""
+    monkeypatch.setenv("KFS_SCENARIOS_DIR", str(pytester.path / "stories"))
+    folder = pytester.mkdir("elsewhere")
+    (folder / "scenario.yaml").write_text(STORY_YAML)
+    (folder / "steps.py").write_text("def symptom(ctx): ...\ndef verify(ctx): ...\n")
+    pytester.makepyfile("def test_nothing(): pass\n")
+    quiet = pytester.runpytest(*PLUGIN, "--collect-only", "-q")
+    assert quiet.ret == pytest.ExitCode.OK
+    assert "scenario.yaml" not in quiet.stdout.str()
+    quiet.stdout.fnmatch_lines(["1 test collected*"])
+
+    asked = pytester.runpytest(*PLUGIN, "--collect-only", "-q", "--kfs-collect-scenarios")
+    asked.stdout.fnmatch_lines(["elsewhere/scenario.yaml::setup", "8 tests collected*"])
+
+
+def test_the_stories_directorys_scenarios_are_collected(pytester, monkeypatch):
+    monkeypatch.setenv("KFS_SCENARIOS_DIR", str(pytester.path / "stories"))
+    folder = pytester.mkdir("stories") / "elsewhere"
+    folder.mkdir()
+    (folder / "scenario.yaml").write_text(STORY_YAML)
+    (folder / "steps.py").write_text("def symptom(ctx): ...\ndef verify(ctx): ...\n")
+    found = pytester.runpytest(*PLUGIN, "--collect-only", "-q", "stories")
+    found.stdout.fnmatch_lines(["stories/elsewhere/scenario.yaml::verify", "7 tests collected*"])
+
+
 def test_kfs_context_with_a_provider_that_builds_its_cluster_is_a_usage_error(pytester):
     pytester.makepyfile("def test_nothing(): pass\n")
     result = pytester.runpytest(*PLUGIN, "--kfs-context", "lab")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from rich.table import Table
 from failure_stories.audit import SEVERITIES, Finding, collect, has_high, stories
 from failure_stories.audit import audit as run_audit
 from failure_stories.cli.options import ClusterOptions, audit_options
-from failure_stories.core.errors import ClusterUnreachableError
+from failure_stories.cli.output import emit, json_alias, output_option
+from failure_stories.core.errors import ClusterUnreachableError, KubeconfigError
 from failure_stories.providers.kube import Kube
 from failure_stories.providers.kubeconfig import KubeConfig, KubeconfigSpec, describe
 
@@ -59,7 +59,7 @@ def connect(kubeconfig: KubeconfigSpec, context: str | None) -> tuple[Kube, str]
     if local is not None and context in _contexts(local):
         return Kube(local, context), f"the local provider's cluster (context {context})"
     known = _contexts(None) + (_contexts(local) if local is not None else [])
-    raise ClusterUnreachableError(
+    raise KubeconfigError(
         f"unknown kube context {context!r} in {default}"
         + (" or the local provider's kubeconfig" if local is not None else "")
         + f" (known: {', '.join(known) or 'none'})"
@@ -103,8 +103,9 @@ def print_findings(findings: list[Finding], target: str) -> None:
     metavar="NS",
     help="Audit one namespace only (nodes are cluster-scoped and always audited).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
-def audit(cluster: ClusterOptions, namespace: str | None, as_json: bool) -> None:
+@output_option
+@json_alias
+def audit(cluster: ClusterOptions, namespace: str | None, output: str) -> None:
     """Read-only exposure audit: does the cluster show what the stories warn about?
 
     Lists workloads, pods, services, config maps and nodes (get/list only: it never
@@ -112,17 +113,18 @@ def audit(cluster: ClusterOptions, namespace: str | None, as_json: bool) -> None
     carries the pattern, with its severity and the concrete fix. Latency-critical
     workloads are marked with the label or annotation kfs.dev/latency-critical=true.
 
-    JSON findings have the keys story, check, object (Kind/namespace/name), severity
-    (high, medium, low, info), message and fix. Exit code 0 when there is no finding
-    of severity high, 1 otherwise (2 when the cluster could not be read).
+    -o json|yaml prints the findings as a list with the keys story, check, object
+    (Kind/namespace/name), severity (high, medium, low, info), message and fix.
+    Exit code 0 when there is no finding of severity high, 1 otherwise (3 when the
+    cluster could not be read).
     Read-only, so --allow-context is not needed."""
     kube, target = connect(cluster.kubeconfig, cluster.context)
     kube.ping()
     findings = run_audit(collect(kube, namespace))
     if namespace:
         target += f", namespace {namespace}"
-    if as_json:
-        click.echo(json.dumps([f.to_dict() for f in findings], indent=2))
+    if output != "table":
+        emit([f.to_dict() for f in findings], output)
     else:
         print_findings(findings, target)
     if has_high(findings):

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from failure_stories.cli.audit import audit
+from failure_stories.cli.completion import complete_scenario_ids, completion
 from failure_stories.cli.operator import operator_group
 from failure_stories.cli.options import ClusterOptions, cluster_options
+from failure_stories.cli.output import emit, json_alias, output_option
 from failure_stories.contract import scenario as scenarios
-from failure_stories.core.errors import GuardRefusedError, Interrupted, KfsError
+from failure_stories.core.errors import (
+    EXIT_INFRASTRUCTURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EXIT_VERDICT_FAILED,
+    GuardRefusedError,
+    Interrupted,
+    KfsError,
+)
 from failure_stories.providers.base import Provider
 from failure_stories.reporting.html import write_html
 from failure_stories.reporting.model import (
@@ -40,26 +51,79 @@ VERDICT_STYLE = {
 }
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]kfs: error:[/red] {message}", markup=True, soft_wrap=True)
+EXIT_CODES = """Exit codes:
+
+\b
+  0    every story passed (or the command did what it was asked)
+  1    a story's verdict failed (not-reproduced or not-fixed);
+       audit: a finding of severity high
+  2    usage error: a bad argument, option or scenario definition,
+       a context not allowed
+  3    infrastructure error: a missing tool, a cluster that does not
+       answer, a story whose verdict is error (when none failed)
+  130  interrupted (Ctrl-C, SIGTERM); teardown ran"""
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err.print(f"[red]kfs: error:[/red] {message}", markup=True, soft_wrap=True, highlight=False)
     sys.exit(code)
 
 
+def _usage_line(exc: click.UsageError) -> str:
+    where = f" (see `{exc.ctx.command_path} -h`)" if exc.ctx is not None else ""
+    return f"{escape(exc.format_message())}{where}"
+
+
 class KfsGroup(click.Group):
-    """Turns every KfsError into one line on stderr and a non-zero exit."""
+    """Turns every error into one line on stderr and the documented exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        # Not standalone, so that click's errors come back here to be one line.
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `kfs` alone: the help, as click prints it
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _fail(_usage_line(exc), EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(escape(exc.format_message()), exc.exit_code)
+        except click.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KfsError as exc:
-            _fail(str(exc))
+            _fail(escape(str(exc)), exc.exit_code)
         except Interrupted as exc:
-            _fail(f"{exc}; teardown ran", 130)
+            _fail(f"{exc}; teardown ran", EXIT_INTERRUPTED)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
 
 
-@click.group(cls=KfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def exit_code(reports: list[ScenarioReport]) -> int:
+    """1 if a story's verdict failed, else 3 if one could not be judged, else 0."""
+    verdicts = {r.verdict for r in reports}
+    if verdicts & {"not-reproduced", "not-fixed"}:
+        return EXIT_VERDICT_FAILED
+    return EXIT_INFRASTRUCTURE if "error" in verdicts else 0
+
+
+@click.group(
+    "kfs",
+    cls=KfsGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES,
+)
 @click.version_option(package_name="kube-failure-stories", prog_name="kfs")
 def cli() -> None:
     """kube-failure-stories: published Kubernetes incidents as scenarios that prove
@@ -67,9 +131,10 @@ def cli() -> None:
 
 
 @cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def list_cmd(as_json: bool) -> None:
-    """List every scenario with its company, year and source."""
+@output_option
+@json_alias
+def list_cmd(output: str) -> None:
+    """List every scenario with its company, year and title (-o json|yaml: and source)."""
     found = scenarios.discover()
     rows: list[dict[str, str]] = [
         {
@@ -81,23 +146,31 @@ def list_cmd(as_json: bool) -> None:
         }
         for s in found.values()
     ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if output != "table":
+        emit(rows, output)
         return
-    table = Table(title="kube-failure-stories")
-    for col in ("id", "company", "year", "title", "source"):
-        table.add_column(col, overflow="fold")
+    # kubectl's layout: no box, ids whole, only the title wraps (the sources are
+    # long URLs: `kfs describe ID` and -o json show them).
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("COMPANY", no_wrap=True)
+    table.add_column("YEAR", no_wrap=True)
+    table.add_column("TITLE", overflow="fold", ratio=1)
     for r in rows:
-        table.add_row(r["id"], r["company"], r["year"], r["title"], r["source"])
+        table.add_row(r["id"], r["company"], r["year"], r["title"])
     console.print(table)
 
 
 @cli.command()
-@click.argument("scenario_id")
-def describe(scenario_id: str) -> None:
+@click.argument("scenario_id", shell_complete=complete_scenario_ids)
+@output_option
+def describe(scenario_id: str, output: str) -> None:
     """Tell a story: what happened, the fault, the symptom, the fix, what is measured."""
     s = scenarios.get(scenario_id)
     m = s.meta
+    if output != "table":
+        emit(m.model_dump(mode="json"), output)
+        return
     console.print(f"[bold]{m.title}[/bold] - {m.company}, {m.year}")
     console.print(f"source: {m.source}\n")
     for label, text in (
@@ -122,7 +195,11 @@ def describe(scenario_id: str) -> None:
 class Progress:
     """Prints each phase as it starts and ends, with its live measurements."""
 
+    def __init__(self, out: Console | None = None) -> None:
+        self.out = out or console
+
     def __call__(self, event: Event) -> None:
+        console = self.out
         if event.kind is EventKind.PHASE_START:
             console.print(f"  [cyan]>[/cyan] {event.scenario} [bold]{event.phase}[/bold]")
         elif event.kind is EventKind.LOG:
@@ -142,7 +219,7 @@ class Progress:
                 console.print(f"      [red]{r.error}[/red]")
 
 
-def _summary(reports: list[ScenarioReport]) -> None:
+def _summary(reports: list[ScenarioReport], console: Console = console) -> None:
     table = Table(title="Summary")
     for col in ("scenario", "verdict", "seconds", "key numbers"):
         table.add_column(col, overflow="fold")
@@ -167,8 +244,8 @@ def _summary(reports: list[ScenarioReport]) -> None:
     console.print(table)
 
 
-@cli.command()
-@click.argument("scenario_ids", nargs=-1)
+@cli.command(epilog=EXIT_CODES)
+@click.argument("scenario_ids", nargs=-1, shell_complete=complete_scenario_ids)
 @click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
 @cluster_options
 @click.option(
@@ -195,6 +272,7 @@ def _summary(reports: list[ScenarioReport]) -> None:
     help="Scenarios at once (local/existing). Stories that measure timing run alone and "
     "stories that share a node resource take turns, so results are unchanged.",
 )
+@output_option
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
@@ -203,10 +281,12 @@ def run(
     keep_cluster: bool,
     dry_run: bool,
     jobs: int,
+    output: str,
 ) -> None:
     """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
 
-    Exit code 0 only if every scenario passed."""
+    -o json|yaml prints the reports (or, with --dry-run, the plans) on stdout and
+    the progress on stderr. Exit code 0 only if every scenario passed."""
     if run_all and scenario_ids:
         raise click.UsageError("give scenario ids or --all, not both")
     if not run_all and not scenario_ids:
@@ -215,9 +295,12 @@ def run(
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
     if dry_run:
-        for s in chosen:
+        if output != "table":
+            emit([plan(s) for s in chosen], output)
+        for s in chosen if output == "table" else ():
             print_plan(s)
         return
+    out = console if output == "table" else err  # stdout stays one document
     prov = cluster.get(keep_cluster=keep_cluster)
     if jobs > 1 and not prov.shared_cluster:
         raise click.UsageError(
@@ -227,8 +310,8 @@ def run(
         prov,
         report_dir,
         keep=keep_cluster,
-        listener=Progress(),
-        say=console.print,
+        listener=Progress(out),
+        say=out.print,
         keep_flag="--keep-cluster",
     )
     ses.check(chosen)  # abilities and the context guard, before the cluster is touched
@@ -239,22 +322,26 @@ def run(
             width = max(len(s.id) for s in chosen)
 
             def say(scenario_id: str, line: str) -> None:
-                console.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
+                out.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
 
             ses.run_parallel(chosen, jobs, extra, say)
         else:
             for s in chosen:
-                console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
+                out.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
                 ses.run(s)
     reports = ses.reports
-    _summary(reports)
-    console.print(f"reports: {report_dir}/")
-    if any(r.verdict != "passed" for r in reports):
-        sys.exit(1)
+    _summary(reports, out)
+    out.print(f"reports: {report_dir}/")
+    if output != "table":
+        emit([r.to_json() for r in reports], output)
+    if code := exit_code(reports):
+        sys.exit(code)
 
 
 @cli.command()
-@click.argument("words", nargs=-1, required=True, metavar="ID | reveal ID")
+@click.argument(
+    "words", nargs=-1, required=True, metavar="ID | reveal ID", shell_complete=complete_scenario_ids
+)
 @cluster_options
 @click.option(
     "--report-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
@@ -299,8 +386,8 @@ def gameday(
         rep.info["hints_used"] = drill.hints_shown
         write_json(rep, report_dir)
     drill.debrief(rep)
-    if rep.verdict != "passed":
-        sys.exit(1)
+    if code := exit_code([rep]):
+        sys.exit(code)
 
 
 @cli.command()
@@ -348,21 +435,36 @@ def _writable(report_dir: Path) -> None:
         ) from None
 
 
-def print_plan(s: scenarios.Scenario) -> None:
+def plan(s: scenarios.Scenario) -> dict[str, Any]:
     """The dry run: the declared changes per phase and the objects they apply."""
-    console.print(f"[bold]{s.id}[/bold] (dry run: nothing is changed)")
+    phases: dict[str, list[dict[str, Any]]] = {}
     for phase in scenarios.PHASES:
         steps = s.meta.plan_for(phase)
         if phase == "teardown":
             steps = (*steps, "delete the run's namespace and undo every change above")
+        phases[phase] = [
+            {
+                "step": step,
+                "objects": [
+                    str(obj)
+                    for name in re.findall(r"[\w.-]+\.yaml", step)
+                    if (s.manifests / name).is_file()
+                    for obj in scenarios.manifest_objects(s.manifests / name)
+                ],
+            }
+            for step in steps
+        ]
+    return {"scenario": s.id, "dry_run": True, "phases": phases}
+
+
+def print_plan(s: scenarios.Scenario) -> None:
+    console.print(f"[bold]{s.id}[/bold] (dry run: nothing is changed)")
+    for phase, steps in plan(s)["phases"].items():
         console.print(f"  [cyan]{phase}[/cyan]")
         for step in steps:
-            console.print(f"    - {step}", markup=False)
-            for name in re.findall(r"[\w.-]+\.yaml", step):
-                path = s.manifests / name
-                if path.is_file():
-                    for obj in scenarios.manifest_objects(path):
-                        console.print(f"        {obj}", markup=False)
+            console.print(f"    - {step['step']}", markup=False)
+            for obj in step["objects"]:
+                console.print(f"        {obj}", markup=False)
 
 
 @cli.group("cluster")
@@ -419,12 +521,26 @@ def reset(cluster: ClusterOptions) -> None:
 
 @cluster_group.command()
 @cluster_options
-def status(cluster: ClusterOptions) -> None:
-    """Show the nodes and the kubeconfig path (read-only)."""
+@output_option
+def status(cluster: ClusterOptions, output: str) -> None:
+    """Show the nodes and the kubeconfig path (read-only). Exit code 3 when the
+    cluster is not running."""
     st = cluster.get().status()
-    _print_status(st)
+    if output == "table":
+        _print_status(st)
+    else:
+        emit(
+            {
+                "provider": st.provider,
+                "running": st.running,
+                "kubeconfig": str(st.kubeconfig) if st.kubeconfig else None,
+                "detail": st.detail,
+                "nodes": st.nodes,
+            },
+            output,
+        )
     if not st.running:
-        sys.exit(1)
+        sys.exit(EXIT_INFRASTRUCTURE)
 
 
 def _print_status(st: Any) -> None:
@@ -445,6 +561,7 @@ def _print_status(st: Any) -> None:
 
 cli.add_command(audit)
 cli.add_command(operator_group)
+cli.add_command(completion)
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """Start, find and stop the embedded cluster's long-running processes.
 
 Each component runs detached (its own session) so the cluster outlives the
-`kfs cluster up` command; its pid and argv are recorded so that `down` - or a
-later `up` - finds exactly what it started and nothing else.
+`kfs cluster up` command; its pid, argv and start time are recorded so that
+`down` - or a later `up` - finds exactly what it started and nothing else: a
+pid the kernel gave to another process since has another start time (psutil's
+``create_time``), and another argv.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from failure_stories.core import atomic
 from failure_stories.core.errors import ProviderError, WaitTimeout
 from failure_stories.core.wait import wait_for
@@ -25,26 +29,35 @@ class Record:
     name: str
     pid: int
     argv: list[str]
+    # psutil's create_time of the process; None in records written before it was kept.
+    started: float | None = None
 
 
-def _cmdline(pid: int) -> list[str] | None:
+# create_time is derived from clock ticks since boot: equal for one process on
+# every read, apart by far more for a process that got its pid later.
+_SAME_START = 0.05
+_STOPPED = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+
+
+def _process(rec: Record) -> psutil.Process | None:
+    """The recorded process if it still runs (not a zombie, not a recycled pid)."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        proc = psutil.Process(rec.pid)
+        if rec.started is not None and abs(proc.create_time() - rec.started) > _SAME_START:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE or proc.cmdline()[:1] != rec.argv[:1]:
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    return proc
 
 
-def _state(pid: int) -> str:
-    """The process state letter from /proc (R, S, T for stopped, Z...); "" if gone."""
+def _stopped(rec: Record) -> bool:
+    proc = _process(rec)
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
-    except (OSError, IndexError):
-        return ""
-
-
-def _zombie(pid: int) -> bool:
-    return _state(pid) in ("Z", "")
+        return proc is not None and proc.status() in _STOPPED
+    except psutil.NoSuchProcess:
+        return False
 
 
 class Supervisor:
@@ -60,15 +73,14 @@ class Supervisor:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return Record(name, int(data["pid"]), list(data["argv"]))
+        started = data.get("started")
+        return Record(
+            name, int(data["pid"]), list(data["argv"]), None if started is None else float(started)
+        )
 
     def alive(self, name: str) -> bool:
         rec = self.record(name)
-        if rec is None:
-            return False
-        cmd = _cmdline(rec.pid)
-        # Compare argv so a recycled pid is never mistaken for our process.
-        return cmd is not None and cmd[:1] == rec.argv[:1] and not _zombie(rec.pid)
+        return rec is not None and _process(rec) is not None
 
     def names(self) -> list[str]:
         if not self.pid_dir.exists():
@@ -100,7 +112,12 @@ class Supervisor:
                 )
             except OSError as exc:
                 raise ProviderError(f"cannot start {name} ({argv[0]}): {exc}") from exc
-        atomic.write_text(self._record_path(name), json.dumps({"pid": proc.pid, "argv": argv}))
+        try:
+            started: float | None = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            started = None  # died at once: the wait below says so
+        record = {"pid": proc.pid, "argv": argv, "started": started}
+        atomic.write_text(self._record_path(name), json.dumps(record))
 
         # Until exec completes /proc shows the forking Python; wait so that alive()
         # is meaningful from here on. A process that dies at once is reported.
@@ -150,7 +167,7 @@ class Supervisor:
         rec = self.record(name)
         if rec is None:
             return False
-        was_frozen = _state(rec.pid) == "T"
+        was_frozen = _stopped(rec)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(rec.pid, signal.SIGCONT)
         return was_frozen

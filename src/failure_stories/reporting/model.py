@@ -1,7 +1,14 @@
-"""Run results and their one format: JSON per scenario, JUnit XML derived from it."""
+"""Run results and their one format: JSON per scenario, JUnit XML derived from it.
+
+Every JSON report carries ``schema_version`` (raised when a key changes meaning
+or goes away; new optional keys keep it) and the ``kfs_version`` that wrote it.
+``report.schema.json`` beside this module is its JSON Schema, shipped with the
+package (``importlib.resources.files("failure_stories.reporting")``).
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -11,6 +18,16 @@ from typing import Any
 from failure_stories.core import atomic
 
 VERDICTS = ("passed", "not-reproduced", "not-fixed", "error")
+SCHEMA_VERSION = 1
+SCHEMA_FILE = "report.schema.json"
+
+
+def kfs_version() -> str:
+    """The installed package's version ("unknown" for sources run uninstalled)."""
+    try:
+        return importlib.metadata.version("kube-failure-stories")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass
@@ -63,12 +80,15 @@ class ScenarioReport:
     # Time series for plots: name -> list of [seconds since start, value].
     series: dict[str, list[list[float]]] = field(default_factory=dict)
     artifacts: str | None = None
+    kfs_version: str = field(default_factory=kfs_version)  # the kfs that wrote it
 
     def phase(self, name: str) -> PhaseResult | None:
         return next((p for p in self.phases if p.name == name), None)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kfs_version": self.kfs_version,
             "scenario": self.scenario,
             "verdict": self.verdict,
             "provider": self.provider,
@@ -112,6 +132,7 @@ class ScenarioReport:
             info=data.get("info", {}),
             series=data.get("series", {}),
             artifacts=data.get("artifacts"),
+            kfs_version=data.get("kfs_version", "unknown"),  # reports older than the key
         )
 
 

@@ -6,8 +6,11 @@
   (a file or a list, merged as kubectl does), ``--kfs-context`` and, since tests
   inject faults, ``--kfs-allow-context`` naming the same context.
 - ``kfs_run``: run a scenario by id and get its ScenarioReport (cached per session).
-- ``scenario.yaml`` files given to pytest (``pytest scenarios/``) are collected as
-  one test item per phase, so a failure names exactly the phase that broke.
+- ``scenario.yaml`` files of the stories directory given to pytest (``pytest
+  scenarios/``) are collected as one test item per phase, so a failure names
+  exactly the phase that broke. Any other project that installs the package
+  keeps its own files named scenario.yaml to itself, unless it asks with
+  ``--kfs-collect-scenarios``.
 - the ``e2e`` marker is registered, so ``--strict-markers`` projects can use it.
 
 A refusal (a context not allowed, a story the provider cannot run) fails the
@@ -130,6 +133,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="leave the cluster running after the session",
     )
     group.addoption(
+        "--kfs-collect-scenarios",
+        action="store_true",
+        help="collect every scenario.yaml given to pytest as a story, also outside the "
+        "stories directory (default: only the stories directory's, see KFS_SCENARIOS_DIR)",
+    )
+    group.addoption(
         "--kfs-report-dir",
         default="reports/pytest",
         help="where scenario reports from tests are written",
@@ -218,6 +227,11 @@ class ScenarioFile(pytest.File):
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.name == "scenario.yaml":
+    if file_path.name != "scenario.yaml":
+        return None
+    stories = scenarios.scenarios_root().resolve()
+    if file_path.resolve().is_relative_to(stories) or parent.config.getoption(
+        "--kfs-collect-scenarios"
+    ):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None

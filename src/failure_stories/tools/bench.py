@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from failure_stories.contract import scenario as scenarios
 from failure_stories.core.wait import wait_for
 from failure_stories.images import TOOLBOX_IMAGE
@@ -50,12 +52,9 @@ def record_build_time(step: str, seconds: float) -> None:
 
 def _rss_kib(pid: int) -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+        return int(psutil.Process(pid).memory_info().rss // 1024)
+    except psutil.Error:
+        return 0
 
 
 def memory_at_rest(p: LocalProvider) -> dict[str, float]:

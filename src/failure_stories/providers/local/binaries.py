@@ -27,7 +27,6 @@ K8S_COMMANDS = (
     "kube-proxy",
     "kubectl",
 )
-REPO = paths.REPO
 
 
 def cache_dir() -> Path:
@@ -69,7 +68,7 @@ def ensure(build: bool = True) -> None:
             "go", "install Go 1.24 or newer (the embedded cluster builds from source)"
         )
     if any(c in K8S_COMMANDS for c in todo):
-        script = REPO / "build" / "k8s" / "build.sh"
+        script = paths.BUILD / "k8s" / "build.sh"
         _run([str(script), str(k8s_dir())], "build Kubernetes components", log_name="k8s")
     for command, (module, version) in GO_INSTALLS.items():
         if command in todo:

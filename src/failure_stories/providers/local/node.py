@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 from pathlib import Path
 
+import psutil
 import yaml
 
 from failure_stories.core.errors import MissingToolError, ProviderError
@@ -302,23 +301,19 @@ state = "{RUN_DIR / "containerd"}"
 
     def _kill_shims(self) -> None:
         """containerd-shim processes outlive containerd; end the ones it started."""
-        marker = str(RUN_DIR).encode()
+        marker = str(RUN_DIR)
         victims = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmd = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"containerd-shim" in cmd and marker in cmd:
-                victims.append(int(proc.name))
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or ())
+            if "containerd-shim" in cmd and marker in cmd:
+                victims.append(proc)
+        for proc in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
 
         def gone() -> bool:
-            return not any(Path(f"/proc/{p}").exists() for p in victims)
+            # is_running() compares start times: a reused pid does not count.
+            return not any(p.is_running() for p in victims)
 
         wait_for(gone, what="containerd shims to exit", timeout=20, interval=0.2)
 
