@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories.core.errors import ClusterUnreachableError
+from failure_stories.core.errors import KubeconfigError
 from failure_stories.gameday import resource
 from failure_stories.providers.existing import ExistingProvider
 from failure_stories.providers.kubeconfig import IN_CLUSTER_CONTEXT, KubeConfig, write_in_cluster
@@ -36,7 +36,7 @@ def test_the_pods_account_becomes_a_kubeconfig_context(account: Path, tmp_path: 
 
 def test_outside_a_pod_it_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(ClusterUnreachableError, match=r"not inside a pod.*KUBECONFIG"):
+    with pytest.raises(KubeconfigError, match=r"not inside a pod.*KUBECONFIG"):
         write_in_cluster(tmp_path / "k", tmp_path / "no-account")
 
 

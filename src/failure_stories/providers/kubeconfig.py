@@ -136,7 +136,7 @@ def write_in_cluster(path: Path, account: Path | None = None) -> Path:
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host or not (account / "token").is_file():
-        raise ClusterUnreachableError(
+        raise KubeconfigError(
             "not inside a pod (no KUBERNETES_SERVICE_HOST or ServiceAccount token): "
             "set KUBECONFIG and KFS_GAMEDAY_CONTEXT instead"
         )

@@ -35,7 +35,7 @@ from failure_stories.providers.local import LocalProvider, binaries, controlplan
 from failure_stories.providers.local import layout as L
 
 # Bench inputs, read from the checkout (the bench is not part of the wheel).
-HERE = paths.REPO / "bench" / "chaostoolkit"
+HERE = (paths.CHECKOUT or paths.DATA) / "bench" / "chaostoolkit"
 REQUIREMENTS = HERE / "requirements.txt"
 # The simulated node the node-failure experiment stops (any of them would do).
 NODE = L.SIMULATED_NODES[-1]
