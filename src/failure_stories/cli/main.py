@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from failure_stories.cli.audit import audit
@@ -19,6 +20,7 @@ from failure_stories.cli.options import ClusterOptions, cluster_options
 from failure_stories.contract import scenario as scenarios
 from failure_stories.core.errors import GuardRefusedError, Interrupted, KfsError
 from failure_stories.providers.base import Provider
+from failure_stories.reporting.compare import compare
 from failure_stories.reporting.html import write_html
 from failure_stories.reporting.model import (
     ScenarioReport,
@@ -311,13 +313,58 @@ def gameday(
     show_default=True,
     help="Directory holding <id>.json reports.",
 )
-def report(report_dir: Path) -> None:
-    """Regenerate junit.xml and report.html from the JSON reports in a directory."""
-    reports = read_reports(report_dir) if report_dir.is_dir() else []
-    if not reports:
-        raise click.UsageError(f"no <id>.json reports in {report_dir}: run `kfs run` first")
+@click.option(
+    "--compare",
+    "compare_dirs",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="BASELINE_DIR CANDIDATE_DIR",
+    help="Compare two runs' reports: verdict changes and each measurement's margin to "
+    "its threshold; exits 1 if a story that passed in the baseline no longer does. "
+    "The candidate's report.html shows the comparison.",
+)
+def report(report_dir: Path, compare_dirs: tuple[Path, Path] | None) -> None:
+    """Regenerate junit.xml and report.html from the JSON reports in a directory,
+    or compare two directories of reports (--compare)."""
+    if compare_dirs is not None:
+        _compare(*compare_dirs)
+        return
+    reports = _reports_in(report_dir, "--report-dir")
     junit, page = write_junit(reports, report_dir), write_html(reports, report_dir)
     console.print(f"{len(reports)} reports -> {junit}, {page}")
+
+
+def _reports_in(report_dir: Path, what: str) -> list[ScenarioReport]:
+    try:
+        reports = read_reports(report_dir) if report_dir.is_dir() else []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.UsageError(
+            f"{what} {report_dir} holds a JSON file that is no kfs report ({exc}): "
+            "point it at a directory `kfs run` wrote"
+        ) from None
+    if not reports:
+        raise click.UsageError(f"no <id>.json reports in {what} {report_dir}: run `kfs run` first")
+    return reports
+
+
+def _compare(baseline_dir: Path, candidate_dir: Path) -> None:
+    baseline = _reports_in(baseline_dir, "BASELINE_DIR")
+    candidate = _reports_in(candidate_dir, "CANDIDATE_DIR")
+    result = compare(baseline, candidate, str(baseline_dir), str(candidate_dir))
+    style = {"regressed": "bold red", "fixed": "bold green"}
+    for story in result.stories:
+        line = escape(story.describe())
+        console.print(f"[{style[story.status]}]{line}[/]" if story.status in style else line)
+        for m in story.measurements:
+            line = escape(m.describe(story.scenario))
+            console.print(f"  [yellow]{line}[/]" if m.lost_margin else f"  {line}")
+    console.print(result.lines()[-1])
+    _writable(candidate_dir, "CANDIDATE_DIR")
+    page = write_html(candidate, candidate_dir, result)
+    console.print(f"comparison -> {page}")
+    if result.regressed:
+        sys.exit(1)
 
 
 @cli.command()
@@ -335,7 +382,7 @@ def cleanup(cluster: ClusterOptions) -> None:
         console.print(line)
 
 
-def _writable(report_dir: Path) -> None:
+def _writable(report_dir: Path, option: str = "--report-dir") -> None:
     """Refuse, before any cluster is touched, a report directory that cannot be written."""
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +391,7 @@ def _writable(report_dir: Path) -> None:
     except OSError as exc:
         raise click.UsageError(
             f"cannot write reports to {report_dir} ({exc.strerror or exc}): "
-            "pass --report-dir a directory you can write"
+            f"pass {option} a directory you can write"
         ) from None
 
 
