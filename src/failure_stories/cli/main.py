@@ -28,6 +28,7 @@ from failure_stories.reporting.model import (
     write_json,
     write_junit,
 )
+from failure_stories.reporting.pushgateway import gateway_url, push
 from failure_stories.run.events import Event, EventKind
 from failure_stories.run.session import Session
 
@@ -197,6 +198,13 @@ def _summary(reports: list[ScenarioReport]) -> None:
     help="Scenarios at once (local/existing). Stories that measure timing run alone and "
     "stories that share a node resource take turns, so results are unchanged.",
 )
+@click.option(
+    "--pushgateway",
+    default=None,
+    metavar="URL",
+    help="Also push each story's verdict and measurements as Prometheus metrics to the "
+    "Pushgateway at URL (job kfs, one group per scenario).",
+)
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
@@ -205,10 +213,12 @@ def run(
     keep_cluster: bool,
     dry_run: bool,
     jobs: int,
+    pushgateway: str | None,
 ) -> None:
     """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
 
     Exit code 0 only if every scenario passed."""
+    gateway = gateway_url(pushgateway) if pushgateway is not None else None
     if run_all and scenario_ids:
         raise click.UsageError("give scenario ids or --all, not both")
     if not run_all and not scenario_ids:
@@ -251,7 +261,14 @@ def run(
     reports = ses.reports
     _summary(reports)
     console.print(f"reports: {report_dir}/")
-    if any(r.verdict != "passed" for r in reports):
+    failed = any(r.verdict != "passed" for r in reports)
+    if gateway is not None:
+        try:
+            console.print(f"pushed {push(reports, gateway)} stories' results to {gateway}")
+        except KfsError as exc:
+            # The verdict is the run's answer; a push that failed only adds to it.
+            _fail(str(exc), 1 if failed else 3)
+    if failed:
         sys.exit(1)
 
 
