@@ -322,9 +322,12 @@ def check_service_account_rights(snap: Snapshot) -> Iterator[Finding]:
     bindings += [("RoleBinding", b) for b in snap.role_bindings]
     for kind, binding in bindings:
         bns, bname = _meta(binding)
+        if _labels(binding).get("kubernetes.io/bootstrapping") == "rbac-defaults":
+            continue  # the API server's own controllers' roles, reconciled at every start
         ref = binding.get("roleRef") or {}
         if ref.get("name") == "cluster-admin" and ref.get("kind") == "ClusterRole":
             check, grant = "cluster-admin-binding", "cluster-admin"
+            power = "does anything in the cluster: reads every secret, starts privileged pods"
         else:
             rules = _rules_of(snap, bns, ref)
             wild = _wildcards(rules or [])
@@ -332,6 +335,10 @@ def check_service_account_rights(snap: Snapshot) -> Iterator[Finding]:
                 continue
             check = "wildcard-role-binding"
             grant = f"{ref.get('kind')} {ref.get('name')} ({'; '.join(wild)})"
+            power = (
+                "holds these rights, and a wildcard also grants what is added later "
+                "(every resource includes secrets; every verb includes escalate)"
+            )
         cluster_wide = kind == "ClusterRoleBinding"
         scope = "in every namespace" if cluster_wide else f"in namespace {bns}"
         for ns, account in _service_accounts(binding):
@@ -358,7 +365,7 @@ def check_service_account_rights(snap: Snapshot) -> Iterator[Finding]:
                 account,
                 severity,
                 f"{kind} {bname} grants {who} {grant} {scope}: a shell in any pod running "
-                f"as it reads every secret and creates privileged pods{used}",
+                f"as it {power}{used}",
                 "bind the account to a Role naming only the verbs and resources it uses "
                 "(no '*'), in its own namespace; set automountServiceAccountToken: false "
                 "where pods need no API access",

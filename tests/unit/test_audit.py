@@ -551,6 +551,26 @@ metadata: {name: admins}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
 subjects:
 - {kind: Group, name: "platform-admins"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:controller:namespace-controller"}
+rules:
+- apiGroups: ["*"]
+  resources: ["*"]
+  verbs: [delete, deletecollection, get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: "system:controller:namespace-controller"
+  labels: {kubernetes.io/bootstrapping: rbac-defaults}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: "system:controller:namespace-controller"
+subjects:
+- {kind: ServiceAccount, name: namespace-controller, namespace: kube-system}
 """
 
 
@@ -573,14 +593,16 @@ def test_runtime_sockets_and_service_accounts_holding_the_cluster_are_flagged():
         ("wildcard-role-binding", "ServiceAccount/ops/dashboard", A.HIGH),
     ]
     by = {(f.check, f.object): f.message for f in found}
-    assert "volume run (hostPath /var/run/, holds /run/containerd/containerd.sock)" in by[
-        ("runtime-socket", "DaemonSet/ops/log-reader")
-    ]
+    assert (
+        "volume run (hostPath /var/run/, holds /run/containerd/containerd.sock)"
+        in by[("runtime-socket", "DaemonSet/ops/log-reader")]
+    )
     admin = by[("cluster-admin-binding", "ServiceAccount/ci/builder")]
     assert "ClusterRoleBinding builder-admin grants service account ci/builder cluster-admin" in (
         admin
     )
     assert "its token is mounted in Deployment/build-agent" in admin
+    assert "reads every secret, starts privileged pods" in admin
     everyone = by[("wildcard-role-binding", "ServiceAccount/ops/*")]
     assert "every service account of namespace ops Role pod-boss (* on core/pods" in everyone
     assert "in namespace ops" in everyone

@@ -107,8 +107,9 @@ def print_findings(findings: list[Finding], target: str) -> None:
 def audit(cluster: ClusterOptions, namespace: str | None, as_json: bool) -> None:
     """Read-only exposure audit: does the cluster show what the stories warn about?
 
-    Lists workloads, pods, services, config maps and nodes (get/list only: it never
-    creates, changes or deletes anything) and reports, per story, each object that
+    Lists workloads, pods, services, config maps, nodes and RBAC roles and bindings
+    (get/list only: it never creates, changes or deletes anything; without the right
+    to list RBAC objects, that check says so and the others run) and reports, per story, each object that
     carries the pattern, with its severity and the concrete fix. Latency-critical
     workloads are marked with the label or annotation kfs.dev/latency-critical=true.
 
