@@ -6,8 +6,8 @@ reports keep it, parses back to the same threshold."""
 from __future__ import annotations
 
 import math
-import os
 import operator
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +22,11 @@ from failure_stories.core.errors import ScenarioDefinitionError
 
 from .conftest import SCENARIO_YAML
 
-FUZZ = settings(max_examples=int(os.environ.get("KFS_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("KFS_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
 finite = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -111,7 +115,7 @@ def test_any_bytes_load_or_are_one_line(story_dir: Path, data: bytes):
 
 @FUZZ
 @given(
-    st.sampled_from(sorted(VALID) + ["extra", "node", "needs", "plan"]),
+    st.sampled_from([*sorted(VALID), "extra", "node", "needs", "plan"]),
     yaml_values,
 )
 def test_a_valid_story_with_one_key_changed_loads_or_is_one_line(

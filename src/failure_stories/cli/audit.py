@@ -109,9 +109,10 @@ def audit(cluster: ClusterOptions, namespace: str | None, as_json: bool) -> None
 
     Lists workloads, pods, services, config maps, nodes and RBAC roles and bindings
     (get/list only: it never creates, changes or deletes anything; without the right
-    to list RBAC objects, that check says so and the others run) and reports, per story, each object that
-    carries the pattern, with its severity and the concrete fix. Latency-critical
-    workloads are marked with the label or annotation kfs.dev/latency-critical=true.
+    to list RBAC objects, that check says so and the others run) and reports, per
+    story, each object that carries the pattern, with its severity and the concrete
+    fix. Latency-critical workloads are marked with the label or annotation
+    kfs.dev/latency-critical=true.
 
     JSON findings have the keys story, check, object (Kind/namespace/name), severity
     (high, medium, low, info), message and fix. Exit code 0 when there is no finding
