@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,7 +19,13 @@ from failure_stories.cli.audit import audit
 from failure_stories.cli.operator import operator_group
 from failure_stories.cli.options import ClusterOptions, cluster_options
 from failure_stories.contract import scenario as scenarios
-from failure_stories.core.errors import GuardRefusedError, Interrupted, KfsError
+from failure_stories.core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    GuardRefusedError,
+    Interrupted,
+    KfsError,
+)
 from failure_stories.providers.base import Provider
 from failure_stories.reporting.compare import compare
 from failure_stories.reporting.html import write_html
@@ -43,23 +50,50 @@ VERDICT_STYLE = {
 }
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]kfs: error:[/red] {message}", markup=True, soft_wrap=True)
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err.print(f"[red]kfs: error:[/red] {message}", markup=True, soft_wrap=True, highlight=False)
     sys.exit(code)
 
 
+def _usage_line(exc: click.UsageError) -> str:
+    where = f" (see `{exc.ctx.command_path} -h`)" if exc.ctx is not None else ""
+    return f"{escape(exc.format_message())}{where}"
+
+
 class KfsGroup(click.Group):
-    """Turns every KfsError into one line on stderr and a non-zero exit."""
+    """Turns every error into one line on stderr and the documented exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        # Not standalone, so that click's errors come back here to be one line.
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `kfs` alone: the help, as click prints it
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _fail(_usage_line(exc), EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(escape(exc.format_message()), exc.exit_code)
+        except click.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KfsError as exc:
-            _fail(str(exc))
+            _fail(escape(str(exc)), exc.exit_code)
         except Interrupted as exc:
-            _fail(f"{exc}; teardown ran", 130)
+            _fail(f"{exc}; teardown ran", EXIT_INTERRUPTED)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
 
 
 @click.group(cls=KfsGroup, context_settings={"help_option_names": ["-h", "--help"]})

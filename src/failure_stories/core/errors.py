@@ -11,23 +11,38 @@
     │   └── PermanentError       a retry will not help
     │       ├── MissingToolError
     │       ├── ClusterUnreachableError
+    │       │   └── KubeconfigError      (exit code 2)
     │       ├── ProviderError
-    │       └── GuardRefusedError
+    │       │   └── UnfitProviderError   (exit code 2)
+    │       └── GuardRefusedError    (exit code 2)
     Interrupted (BaseException)  Ctrl-C or SIGTERM: unwinds through teardown
 
 Every KfsError renders as one line that says what to do; the CLI prints it
-without a traceback.
+without a traceback and exits with the error's ``exit_code``: 2 for bad input
+(a definition, an argument, a context not allowed), 3 for the infrastructure
+(a tool, a cluster, a wait). 0 and 1 are the verdicts' (all passed / one did
+not), 130 an interrupt.
 """
 
 from __future__ import annotations
+
+EXIT_PASSED = 0
+EXIT_VERDICT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INFRASTRUCTURE = 3
+EXIT_INTERRUPTED = 130
 
 
 class KfsError(Exception):
     """Base of every error the suite raises on purpose."""
 
+    exit_code = EXIT_INFRASTRUCTURE
+
 
 class DefinitionError(KfsError):
     """Bad input: a scenario definition, a CLI argument, a config file."""
+
+    exit_code = EXIT_USAGE
 
 
 class UnknownScenarioError(DefinitionError):
@@ -74,12 +89,28 @@ class ClusterUnreachableError(PermanentError):
     """The kube context is unknown or its API server does not answer."""
 
 
+class KubeconfigError(ClusterUnreachableError):
+    """The kubeconfig or context named is missing or unreadable: bad input,
+    found before any cluster is asked."""
+
+    exit_code = EXIT_USAGE
+
+
 class ProviderError(PermanentError):
     """A cluster provider could not do what was asked."""
 
 
+class UnfitProviderError(ProviderError):
+    """The provider chosen lacks an ability a story needs: choose another."""
+
+    exit_code = EXIT_USAGE
+
+
 class GuardRefusedError(PermanentError):
-    """A safety rail refused a destructive action."""
+    """A safety rail refused a destructive action: the command must be asked
+    differently (a flag naming the context), so it counts as a usage error."""
+
+    exit_code = EXIT_USAGE
 
 
 class Interrupted(BaseException):

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from failure_stories.contract.scenario import Scenario
-from failure_stories.core.errors import Interrupted, ProviderError
+from failure_stories.core.errors import Interrupted, UnfitProviderError
 from failure_stories.providers.base import Provider
 from failure_stories.providers.capabilities import lacking
 from failure_stories.reporting.html import write_html
@@ -31,7 +31,7 @@ def refuse_unfit(provider: Provider, stories: Iterable[Scenario]) -> None:
     unfit = [(sid, missing) for sid, missing in unfit if missing]
     if unfit:
         which = "; ".join(f"{sid} needs {', '.join(missing)}" for sid, missing in unfit)
-        raise ProviderError(
+        raise UnfitProviderError(
             f"the {provider.name} provider cannot run {which}: choose another provider "
             "(`kfs describe ID` says what a story needs)"
         )
