@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -260,6 +259,8 @@ def run(
     chosen = (
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
+    for s in chosen:
+        s.check()  # a broken story is refused before any cluster is touched
     if dry_run:
         for s in chosen:
             print_plan(s)
@@ -289,6 +290,7 @@ def run(
 
             ses.run_parallel(chosen, jobs, extra, say)
         else:
+            ses.reach()
             for s in chosen:
                 console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
                 ses.run(s)
@@ -390,8 +392,9 @@ def _reports_in(report_dir: Path, what: str) -> list[ScenarioReport]:
     try:
         reports = read_reports(report_dir) if report_dir.is_dir() else []
     except (ValueError, KeyError, TypeError) as exc:
+        why = f"it has no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise click.UsageError(
-            f"{what} {report_dir} holds a JSON file that is no kfs report ({exc}): "
+            f"{what} {report_dir} holds a JSON file that is no kfs report ({why}): "
             "point it at a directory `kfs run` wrote"
         ) from None
     if not reports:
@@ -402,6 +405,7 @@ def _reports_in(report_dir: Path, what: str) -> list[ScenarioReport]:
 def _compare(baseline_dir: Path, candidate_dir: Path) -> None:
     baseline = _reports_in(baseline_dir, "BASELINE_DIR")
     candidate = _reports_in(candidate_dir, "CANDIDATE_DIR")
+    _writable(candidate_dir, "CANDIDATE_DIR")  # its report.html shows the comparison
     result = compare(baseline, candidate, str(baseline_dir), str(candidate_dir))
     style = {"regressed": "bold red", "fixed": "bold green"}
     for story in result.stories:
@@ -411,7 +415,6 @@ def _compare(baseline_dir: Path, candidate_dir: Path) -> None:
             line = escape(m.describe(story.scenario))
             console.print(f"  [yellow]{line}[/]" if m.lost_margin else f"  {line}")
     console.print(result.lines()[-1])
-    _writable(candidate_dir, "CANDIDATE_DIR")
     page = write_html(candidate, candidate_dir, result)
     console.print(f"comparison -> {page}")
     if result.regressed:
@@ -440,8 +443,9 @@ def _writable(report_dir: Path, option: str = "--report-dir") -> None:
         with tempfile.NamedTemporaryFile(dir=report_dir, prefix=".kfs-write-test-"):
             pass
     except OSError as exc:
+        why = "not a directory" if report_dir.exists() and not report_dir.is_dir() else None
         raise click.UsageError(
-            f"cannot write reports to {report_dir} ({exc.strerror or exc}): "
+            f"cannot write reports to {report_dir} ({why or exc.strerror or exc}): "
             f"pass {option} a directory you can write"
         ) from None
 
@@ -456,7 +460,7 @@ def print_plan(s: scenarios.Scenario) -> None:
         console.print(f"  [cyan]{phase}[/cyan]")
         for step in steps:
             console.print(f"    - {step}", markup=False)
-            for name in re.findall(r"[\w.-]+\.yaml", step):
+            for name in scenarios.manifest_names(step):
                 path = s.manifests / name
                 if path.is_file():
                     for obj in scenarios.manifest_objects(path):

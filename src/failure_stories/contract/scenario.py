@@ -259,6 +259,28 @@ class Scenario:
             self._audit = _import(file, "kfs_audit_" + self.id.replace("-", "_"), self.id)
         return self._audit
 
+    def check(self) -> None:
+        """What can be checked before a run touches a cluster: steps.py loads and
+        defines its phases, and every manifest the plan names is there."""
+        self.steps()
+        for phase, steps in self.meta.plan.items():
+            for step in steps:
+                for name in manifest_names(step):
+                    if not (self.manifests / name).is_file():
+                        raise ScenarioDefinitionError(
+                            f"{self.id}: the plan's {phase} step {step!r} names {name}, "
+                            f"which is not in {self.manifests}: add it or fix the name"
+                        )
+
+    def manifest_path(self, name: str) -> Path:
+        path = self.manifests / name
+        if not path.is_file():
+            raise ScenarioDefinitionError(
+                f"{self.id}: no manifest {name} in {self.manifests}: add it or fix the name "
+                "in steps.py"
+            )
+        return path
+
     def step(self, phase: str) -> StepFn | None:
         fn = getattr(self.steps(), phase.replace("-", "_"), None)
         return fn if callable(fn) else None
@@ -376,6 +398,11 @@ def get(scenario_id: str, root: Path | None = None) -> Scenario:
         closest = difflib.get_close_matches(scenario_id, list(known), n=3, cutoff=0.3)
         raise UnknownScenarioError(scenario_id, closest)
     return known[scenario_id]
+
+
+def manifest_names(step: str) -> list[str]:
+    """The manifest files a plan step names ("apply fault.yaml ...")."""
+    return re.findall(r"[\w.-]+\.yaml", step)
 
 
 def manifest_objects(path: Path) -> list[str]:
