@@ -88,7 +88,8 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.labels.get("job") == "kfs" and s.name.startswith("kfs_"):
-                labels = {k: v for k, v in s.labels.items() if k not in ("job", "instance")}
+                assert s.labels["run"] == "story"
+                labels = {k: v for k, v in s.labels.items() if k not in ("job", "instance", "run")}
                 out[(s.name, tuple(sorted(labels.items())))] = s.value
     return out
 

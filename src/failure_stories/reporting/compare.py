@@ -5,7 +5,8 @@ each judged measurement the margin is its distance from the threshold on the
 good side (``>= 3`` at 3.2 leaves 0.2; ``<= 0.02`` at 0.005 leaves 0.015), so a
 fix that still passes but has lost most of its room shows before it fails.
 A story regressed when its baseline passed and the candidate did not (or did
-not run it): that, and only that, makes `kfs report --compare` exit non-zero.
+not run it); a negative control, when it no longer ends as it must. That, and
+only that, makes `kfs report --compare` exit non-zero.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from dataclasses import dataclass, field
 from failure_stories.contract.scenario import Threshold
 from failure_stories.core.errors import ScenarioDefinitionError
 from failure_stories.reporting.model import MeasurementResult, ScenarioReport
+
+
+def run_key(report: ScenarioReport) -> str:
+    """What a run is matched by across the two directories: the story's id, or
+    ``<id>--<control>`` for a negative control's run (the controls branch gives
+    reports a ``control``; without it every run is the story's own)."""
+    control = getattr(report, "control", None)
+    return f"{report.scenario}--{control}" if control else report.scenario
+
+
+def expected_verdict(report: ScenarioReport | None) -> str:
+    """The verdict a run must end with: passed for a story, the control's own
+    (not-reproduced, not-fixed) for a negative control."""
+    return str(getattr(report, "expected_verdict", "passed")) if report else "passed"
 
 
 def margin(value: float, threshold: str | None) -> float | None:
@@ -99,14 +114,18 @@ class StoryChange:
         )
 
     @property
+    def expected(self) -> str:
+        return expected_verdict(self.after or self.before)
+
+    @property
     def regressed(self) -> bool:
         before, after = self.verdicts
-        return before == "passed" and after != "passed"
+        return before == self.expected and after != self.expected
 
     @property
     def improved(self) -> bool:
         before, after = self.verdicts
-        return before not in ("passed", "absent") and after == "passed"
+        return before not in (self.expected, "absent") and after == self.expected
 
     @property
     def status(self) -> str:
@@ -184,8 +203,8 @@ def compare(
 ) -> Comparison:
     """Per story in either set (the baseline's order, then new ones), its verdict
     change and each judged measurement's change against its threshold."""
-    old = {r.scenario: r for r in baseline}
-    new = {r.scenario: r for r in candidate}
+    old = {run_key(r): r for r in baseline}
+    new = {run_key(r): r for r in candidate}
     ids = list(old) + [i for i in new if i not in old]
     return Comparison(
         baseline_name,

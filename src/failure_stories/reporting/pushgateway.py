@@ -1,8 +1,9 @@
 """Results as Prometheus metrics, pushed to a Pushgateway (`kfs run --pushgateway URL`).
 
 A run ends, so nothing would be there to scrape: each story's results are pushed
-once, in a group of their own (job ``kfs``, label ``scenario``), which the next
-run of the same story replaces. Metrics:
+once, in a group of their own (job ``kfs``, labels ``scenario`` and ``run``:
+``story`` or the negative control's name), which the next run of the same story
+(or control) replaces. Metrics:
 
 - ``kfs_verdict{scenario,provider,verdict}``: 1 for the run's verdict, 0 for the
   other three, so ``kfs_verdict{verdict="passed"} == 0`` is an alert rule;
@@ -81,6 +82,11 @@ def registry_for(report: ScenarioReport) -> CollectorRegistry:
     return reg
 
 
+def _run(report: ScenarioReport) -> str:
+    """``story``, or the negative control the run was (the controls branch)."""
+    return str(getattr(report, "control", None) or "story")
+
+
 def push(reports: Iterable[ScenarioReport], url: str) -> int:
     """Push each report's group; returns how many were pushed."""
     n = 0
@@ -90,7 +96,7 @@ def push(reports: Iterable[ScenarioReport], url: str) -> int:
                 url,
                 job=JOB,
                 registry=registry_for(report),
-                grouping_key={"scenario": report.scenario},
+                grouping_key={"scenario": report.scenario, "run": _run(report)},
                 timeout=_TIMEOUT,
             )
         except urllib.error.HTTPError as exc:
