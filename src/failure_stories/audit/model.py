@@ -292,6 +292,24 @@ def on_host_path(spec: Obj, container: Obj, path: str) -> bool:
     return best_is_host
 
 
+def _subjects_in(subjects: list[Obj], namespace: str) -> list[Obj]:
+    """The subjects of a binding that are service accounts of ``namespace``
+    (a group of every service account counts as that namespace's)."""
+    out = []
+    for sub in subjects:
+        kind, name = sub.get("kind"), str(sub.get("name") or "")
+        if kind == "ServiceAccount" and sub.get("namespace") == namespace:
+            out.append(sub)
+        elif kind == "User" and name.startswith(f"system:serviceaccount:{namespace}:"):
+            out.append(sub)
+        elif kind == "Group" and name in (
+            "system:serviceaccounts",
+            f"system:serviceaccounts:{namespace}",
+        ):
+            out.append({**sub, "name": f"system:serviceaccounts:{namespace}"})
+    return out
+
+
 def has_high(findings: Iterable[Finding]) -> bool:
     return any(f.severity == HIGH for f in findings)
 
@@ -377,6 +395,12 @@ def collect(kube: Any, namespace: str | None = None) -> Snapshot:
             # Many read-only audit roles may not read RBAC: the other checks still run,
             # and the RBAC check reports what it could not see.
             snap.unreadable[what] = str(exc)
+    if scoped:
+        # Cluster-wide bindings, as far as they grant to the namespace audited.
+        snap.cluster_role_bindings = [
+            {**b, "subjects": _subjects_in(b.get("subjects") or [], namespace or "")}
+            for b in snap.cluster_role_bindings
+        ]
     try:
         cidrs = client.NetworkingV1Api(kube.api).list_service_cidr().items
         snap.service_cidrs = [c for item in cidrs for c in (item.spec.cidrs or [])]
