@@ -298,9 +298,10 @@ def _subjects_in(subjects: list[Obj], namespace: str) -> list[Obj]:
     out = []
     for sub in subjects:
         kind, name = sub.get("kind"), str(sub.get("name") or "")
-        if kind == "ServiceAccount" and sub.get("namespace") == namespace:
-            out.append(sub)
-        elif kind == "User" and name.startswith(f"system:serviceaccount:{namespace}:"):
+        own_account = kind == "ServiceAccount" and sub.get("namespace") == namespace
+        if own_account or (
+            kind == "User" and name.startswith(f"system:serviceaccount:{namespace}:")
+        ):
             out.append(sub)
         elif kind == "Group" and name in (
             "system:serviceaccounts",
