@@ -57,7 +57,7 @@ def test_margins_are_the_room_left_on_the_good_side():
     assert margin(7, "> 0") == 7
     assert margin(0.5, "<= 0.02") == pytest.approx(-0.48)
     assert margin(1, "== 0") == -1
-    assert margin(0, "== 0") == 0
+    assert str(margin(0, "== 0")) == "0.0"  # not -0.0
     assert margin(4, None) is None
     assert margin(4, "about 3") is None  # not a threshold this version reads
 

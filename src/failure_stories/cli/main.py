@@ -410,10 +410,14 @@ def _compare(baseline_dir: Path, candidate_dir: Path) -> None:
     style = {"regressed": "bold red", "fixed": "bold green"}
     for story in result.stories:
         line = escape(story.describe())
-        console.print(f"[{style[story.status]}]{line}[/]" if story.status in style else line)
+        # One line per story and measurement, whatever the width: CI logs are grepped.
+        console.print(
+            f"[{style[story.status]}]{line}[/]" if story.status in style else line,
+            soft_wrap=True,
+        )
         for m in story.measurements:
             line = escape(m.describe(story.scenario))
-            console.print(f"  [yellow]{line}[/]" if m.lost_margin else f"  {line}")
+            console.print(f"  [yellow]{line}[/]" if m.lost_margin else f"  {line}", soft_wrap=True)
     console.print(result.lines()[-1])
     page = write_html(candidate, candidate_dir, result)
     console.print(f"comparison -> {page}")

@@ -45,7 +45,7 @@ def margin(value: float, threshold: str | None) -> float | None:
         return value - t.value
     if t.op in ("<=", "<"):
         return t.value - value
-    return -abs(value - t.value)
+    return -abs(value - t.value) or 0.0  # == holds at 0 exactly (never "-0")
 
 
 @dataclass(frozen=True)
