@@ -349,6 +349,7 @@ def gameday(
     ses.check([s])
     _writable(report_dir)  # abilities and the context guard, before the cluster is touched
     with ses:
+        ses.reach()
         rep = ses.run(s, hold_fault=drill.hold)
         rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
         rep.info["hints_used"] = drill.hints_shown
