@@ -73,10 +73,10 @@ def test_a_fix_that_stopped_working_is_a_regression_and_exits_1(run_story, tmp_p
     # verify's threshold is <= 1: 0 left a margin of 1, 4 is 3 past it.
     assert "  test-story verify errors 0 -> 4, threshold <= 1, margin 1 -> -3" in lines
     assert "  test-story symptom errors 9 -> 9, threshold >= 5, margin 4 -> 4" in lines
-    assert "1 of 1 stories regressed" in lines
+    assert "1 of 1 runs regressed" in lines
     page = (cand / "report.html").read_text()
     assert "Compared with " + str(base) in page
-    assert "1 stories regressed" in page
+    assert "1 of 1 runs regressed" in page
     assert '<td class="bad">regressed</td>' in page
 
 
@@ -89,11 +89,11 @@ def test_a_pass_with_less_margin_is_shown_but_exits_0(run_story, tmp_path):
     assert "test-story: passed (unchanged)" in lines
     assert "  test-story symptom errors 20 -> 5, threshold >= 5, margin 15 -> 0" in lines
     assert "  test-story verify errors 0 -> 1, threshold <= 1, margin 1 -> 0" in lines
-    assert "no story regressed (1 compared)" in lines
+    assert "no run regressed (1 compared)" in lines
     result = compare(read_reports(base), read_reports(cand))
     assert [m.lost_margin for m in result.stories[0].measurements] == [False, True, True]
     page = (cand / "report.html").read_text()
-    assert "no story regressed" in page
+    assert "no run regressed" in page
     assert '<td class="bad">0</td>' in page  # the margin now, marked as lost
 
 

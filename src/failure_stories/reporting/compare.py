@@ -188,9 +188,9 @@ class Comparison:
             out += [f"  {m.describe(story.scenario)}" for m in story.measurements]
         n = len(self.regressed)
         out.append(
-            f"{n} of {len(self.stories)} stories regressed"
+            f"{n} of {len(self.stories)} runs regressed"
             if n
-            else f"no story regressed ({len(self.stories)} compared)"
+            else f"no run regressed ({len(self.stories)} compared)"
         )
         return out
 

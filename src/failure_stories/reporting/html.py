@@ -292,7 +292,11 @@ def _comparison(comp: Comparison) -> str:
     return (
         f'<h2 id="comparison">Compared with {_esc(comp.baseline)}</h2>'
         f'<p class="{"bad" if regressed else "ok"}">'
-        + (f"{regressed} stories regressed" if regressed else "no story regressed")
+        + (
+            f"{regressed} of {len(comp.stories)} runs regressed"
+            if regressed
+            else "no run regressed"
+        )
         + "</p><table><tr><th>scenario</th><th>baseline</th><th>candidate</th>"
         "<th>change</th></tr>" + "".join(rows) + "</table>"
         "<table><tr><th>scenario</th><th>phase</th><th>measurement</th><th>baseline</th>"
