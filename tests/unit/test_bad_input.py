@@ -204,7 +204,7 @@ CASES: dict[str, Case] = {
             ["cluster", "status", "--provider", "existing"],
             {"KUBECONFIG": str(kubeconfig(tmp, "\x00\x01garbage: [\n"))},
         ),
-        INFRA,
+        USAGE,
         "no usable kubeconfig at {tmp}/kubeconfig (unacceptable character #x0000: special "
         "characters are not allowed): it must be a kubeconfig YAML file as `kubectl config "
         "view --raw` prints one; pass --kubeconfig PATH or fix KUBECONFIG",
@@ -214,7 +214,7 @@ CASES: dict[str, Case] = {
             ["audit", "--kubeconfig", str(kubeconfig(tmp, "- just\n- a list\n"))],
             {},
         ),
-        INFRA,
+        USAGE,
         "no usable kubeconfig at {tmp}/kubeconfig ({tmp}/kubeconfig holds a YAML list, not a "
         "mapping): "
         "it must be a kubeconfig YAML file as `kubectl config view --raw` prints one; pass "

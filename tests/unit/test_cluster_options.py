@@ -249,7 +249,7 @@ def test_cluster_up_on_an_unknown_context_lists_the_known_ones(two_files):
         cli,
         ["cluster", "up", "--provider", "existing", "--kubeconfig", two_files, "--context", "x"],
     )
-    assert out.exit_code == 3  # infrastructure: the context is not in the kubeconfig
+    assert out.exit_code == 2
     assert one_line(out) == (
         f"kfs: error: unknown kube context 'x' in {two_files} (known: lab, staging)"
     )
@@ -270,7 +270,7 @@ def test_audit_takes_the_cluster_options_and_needs_no_allow_context(two_files, m
     out = CliRunner().invoke(
         cli, ["audit", "--kubeconfig", two_files, "--context", "prod", "--allow-context", "x"]
     )
-    assert out.exit_code == 3
+    assert out.exit_code == 2
     assert one_line(out) == (
         f"kfs: error: unknown kube context 'prod' in {two_files} (known: lab, staging)"
     )

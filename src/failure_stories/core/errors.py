@@ -1,7 +1,7 @@
 """One exception tree for the whole suite.
 
-    KfsError
-    ├── DefinitionError          the input is wrong; retrying cannot help
+    KfsError                     exit code 3 unless marked
+    ├── DefinitionError          the input is wrong; retrying cannot help (exit code 2)
     │   ├── UnknownScenarioError
     │   └── ScenarioDefinitionError
     ├── RunError                 something failed while running
@@ -11,10 +11,10 @@
     │   └── PermanentError       a retry will not help
     │       ├── MissingToolError
     │       ├── ClusterUnreachableError
-    │       │   └── KubeconfigError      (exit code 2)
+    │       │   └── KubeconfigError  (exit code 2)
     │       ├── ProviderError
-    │       │   └── UnfitProviderError   (exit code 2)
-    │       └── GuardRefusedError    (exit code 2)
+    │       │   └── UnfitProviderError (exit code 2)
+    │       └── GuardRefusedError  (exit code 2)
     Interrupted (BaseException)  Ctrl-C or SIGTERM: unwinds through teardown
 
 Every KfsError renders as one line that says what to do; the CLI prints it

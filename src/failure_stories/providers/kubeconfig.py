@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
-from failure_stories.core.errors import ClusterUnreachableError
+from failure_stories.core.errors import KubeconfigError
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 
@@ -57,13 +57,13 @@ def describe(spec: KubeconfigSpec = None) -> str:
 
 class KubeConfig:
     """The merged view of a kubeconfig list; every failure is one
-    ClusterUnreachableError line that says what to do."""
+    KubeconfigError line that says what to do."""
 
     def __init__(self, spec: KubeconfigSpec = None) -> None:
         self.files = kubeconfig_files(spec)
         self.present = [f for f in self.files if f.is_file()]
         if not self.present:
-            raise ClusterUnreachableError(
+            raise KubeconfigError(
                 f"no usable kubeconfig: {'none of ' if len(self.files) > 1 else ''}"
                 f"{self} exists; pass --kubeconfig PATH or set KUBECONFIG"
             )
@@ -87,7 +87,7 @@ class KubeConfig:
                     self.origin.setdefault(str(ctx["name"]), path)
         except _UNREADABLE as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ClusterUnreachableError(
+            raise KubeconfigError(
                 f"no usable kubeconfig at {self} ({reason}): it must be a kubeconfig YAML "
                 "file as `kubectl config view --raw` prints one; pass --kubeconfig PATH or fix "
                 "KUBECONFIG"
@@ -103,11 +103,11 @@ class KubeConfig:
         """``context``, or the current one; refused if the files do not define it."""
         name = context or self.current
         if not name:
-            raise ClusterUnreachableError(
+            raise KubeconfigError(
                 f"{self} sets no current context: pass --context NAME (known: {self.known()})"
             )
         if name not in self.contexts:
-            raise ClusterUnreachableError(
+            raise KubeconfigError(
                 f"unknown kube context {name!r} in {self} (known: {self.known()})"
             )
         return name
