@@ -8,7 +8,7 @@ export KFS_CACHE ?= $(HOME)/.cache/kfs
 REPORTS ?= reports
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv binaries run test test-unit test-e2e lint bench clean-cluster
+.PHONY: setup system venv binaries test-tools run test test-unit test-e2e lint bench clean-cluster
 
 setup: venv system binaries
 
@@ -27,6 +27,11 @@ system:
 binaries: venv system
 	$(PY) -m failure_stories.tools.prepare
 
+# The Pushgateway the results-export test pushes to, built once from its pinned module.
+PUSHGATEWAY_VERSION := $(shell sed -n 's|^require github.com/prometheus/pushgateway ||p' build/pushgateway/go.mod)
+test-tools:
+	build/pushgateway/build.sh $(KFS_CACHE)/pushgateway-$(PUSHGATEWAY_VERSION)
+
 lint: venv
 	.venv/bin/ruff check src tests scenarios operator images
 	.venv/bin/ruff format --check src tests scenarios operator images
@@ -42,7 +47,7 @@ JOBS ?= 3
 run: setup
 	$(KFS) run --all --jobs $(JOBS) --report-dir $(REPORTS)
 
-test-unit: venv
+test-unit: venv test-tools
 	.venv/bin/pytest tests/unit scenarios/*/test_*.py $(PYTEST_ARGS)
 
 # The end-to-end tests start where a new user starts: no cluster, no state
@@ -52,7 +57,7 @@ test-e2e: setup
 	$(KFS) cluster reset
 	.venv/bin/pytest tests/e2e scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 
-test: setup lint
+test: setup test-tools lint
 	$(KFS) cluster reset
 	.venv/bin/pytest tests scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 

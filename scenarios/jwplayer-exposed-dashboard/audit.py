@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from failure_stories.audit.model import (
     HIGH,
+    INFO,
     LOW,
     MEDIUM,
     SYSTEM_NAMESPACES,
@@ -26,7 +27,10 @@ from failure_stories.audit.model import (
 
 STORY = "jwplayer-exposed-dashboard"
 # What its checks look for, as the audit report says it.
-LOOKS_FOR = "dashboards and shells reachable from outside; pods with the node's powers"
+LOOKS_FOR = (
+    "dashboards and shells reachable from outside; pods with the node's powers; "
+    "service accounts with the cluster's"
+)
 
 
 INTERNAL_LB_ANNOTATIONS: dict[str, tuple[str, ...]] = {
@@ -190,4 +194,200 @@ def check_pod_security(snap: Snapshot) -> Iterator[Finding]:
             )
 
 
-CHECKS = (check_exposed_services, check_pod_security)
+# The container runtimes' API sockets: whoever can connect to one starts privileged
+# containers on the node, whatever the pod's own securityContext says.
+RUNTIME_SOCKETS = (
+    "/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/run/docker.sock",
+    "/run/crio/crio.sock",
+    "/run/cri-dockerd.sock",
+)
+
+
+def _host_path(path: str) -> str:
+    """A host path as the node resolves it: /var/run is a link to /run on every
+    distribution Kubernetes runs on, and the kubelet follows it when it mounts."""
+    path = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+    if path == "/var/run" or path.startswith("/var/run/"):
+        path = path.removeprefix("/var")
+    return path
+
+
+def _runtime_socket_mounts(spec: Obj) -> list[tuple[str, str, str]]:
+    """(volume, host path, socket) for each hostPath volume that is a runtime's
+    socket or a directory holding one (/run, /var/run, /run/containerd). The
+    host's root is left to the host-root-mount finding."""
+    out = []
+    for v in spec.get("volumes") or []:
+        raw = _get(v, "hostPath", "path")
+        if raw is None:
+            continue
+        path = _host_path(str(raw))
+        if path == "/":
+            continue
+        for sock in RUNTIME_SOCKETS:
+            if sock == path or sock.startswith(path + "/"):
+                out.append((str(v.get("name")), str(raw), sock))
+                break
+    return out
+
+
+def check_runtime_socket(snap: Snapshot) -> Iterator[Finding]:
+    for w in workloads(snap):
+        mounts = _runtime_socket_mounts(w.spec)
+        if not mounts:
+            continue
+        system = w.namespace in SYSTEM_NAMESPACES
+        what = "; ".join(
+            f"volume {name} (hostPath {raw}" + ("" if raw.endswith(".sock") else f", holds {sock}")
+            for name, raw, sock in mounts
+        )
+        yield w.finding(
+            STORY,
+            "runtime-socket",
+            _downgrade(HIGH) if system else HIGH,
+            f"{what}) reaches the container runtime's API: a shell in this pod starts a "
+            "privileged container on the node, even if the pod itself is unprivileged"
+            + (
+                " (system namespace: node agents may need this; make sure it is one)"
+                if system
+                else ""
+            ),
+            "do not mount the runtime's socket or the directory holding it; read what you "
+            "need through the Kubernetes API (logs, metrics) or a node agent with a narrow API",
+        )
+
+
+def _rules_of(snap: Snapshot, namespace: str, ref: Obj) -> list[Obj] | None:
+    """The rules of a binding's roleRef, or None if the role is not in the snapshot."""
+    kind, name = ref.get("kind"), ref.get("name")
+    pool = snap.cluster_roles if kind == "ClusterRole" else snap.roles
+    for role in pool:
+        ns, rname = _meta(role)
+        if rname == name and (kind == "ClusterRole" or ns == namespace):
+            return list(role.get("rules") or [])
+    return None
+
+
+def _wildcards(rules: list[Obj]) -> list[str]:
+    """Each rule granting every verb or every resource, as `verbs on resources`."""
+    out = []
+    for rule in rules:
+        verbs = [str(v) for v in rule.get("verbs") or []]
+        resources = [str(r) for r in rule.get("resources") or []]
+        if not resources:
+            continue  # nonResourceURLs (/healthz, /metrics) open no object
+        if rule.get("resourceNames") and "*" not in resources:
+            continue  # every verb, but on named objects only
+        if "*" in verbs or "*" in resources:
+            groups = ",".join(str(g) or "core" for g in rule.get("apiGroups") or [""])
+            out.append(f"{','.join(verbs)} on {groups}/{','.join(resources)}")
+    return out
+
+
+def _service_accounts(binding: Obj) -> list[tuple[str, str]]:
+    """(namespace, name) of the service accounts a binding grants to; a group of
+    every service account (of a namespace) is given as name '*'."""
+    ns, _ = _meta(binding)
+    out = []
+    for subject in binding.get("subjects") or []:
+        kind, name = subject.get("kind"), str(subject.get("name") or "")
+        if kind == "ServiceAccount":
+            out.append((str(subject.get("namespace") or ns), name))
+        elif kind == "User" and name.startswith("system:serviceaccount:"):
+            parts = name.split(":")
+            if len(parts) == 4:
+                out.append((parts[2], parts[3]))
+        elif kind == "Group" and name == "system:serviceaccounts":
+            out.append(("*", "*"))
+        elif kind == "Group" and name.startswith("system:serviceaccounts:"):
+            out.append((name.removeprefix("system:serviceaccounts:"), "*"))
+    return out
+
+
+def _runs_as(ws: list[Workload], namespace: str, account: str) -> list[str]:
+    return [
+        f"{w.kind}/{w.name}"
+        for w in ws
+        if (namespace in ("*", w.namespace))
+        and (account == "*" or (w.spec.get("serviceAccountName") or "default") == account)
+        and w.spec.get("automountServiceAccountToken") is not False
+    ]
+
+
+def check_service_account_rights(snap: Snapshot) -> Iterator[Finding]:
+    ws = workloads(snap)
+    bindings = [("ClusterRoleBinding", b) for b in snap.cluster_role_bindings]
+    bindings += [("RoleBinding", b) for b in snap.role_bindings]
+    for kind, binding in bindings:
+        bns, bname = _meta(binding)
+        if _labels(binding).get("kubernetes.io/bootstrapping") == "rbac-defaults":
+            continue  # the API server's own controllers' roles, reconciled at every start
+        ref = binding.get("roleRef") or {}
+        if ref.get("name") == "cluster-admin" and ref.get("kind") == "ClusterRole":
+            check, grant = "cluster-admin-binding", "cluster-admin"
+            power = "does anything in the cluster: reads every secret, starts privileged pods"
+        else:
+            rules = _rules_of(snap, bns, ref)
+            wild = _wildcards(rules or [])
+            if not wild:
+                continue
+            check = "wildcard-role-binding"
+            grant = f"{ref.get('kind')} {ref.get('name')} ({'; '.join(wild)})"
+            power = (
+                "holds these rights, and a wildcard also grants what is added later "
+                "(every resource includes secrets; every verb includes escalate)"
+            )
+        cluster_wide = kind == "ClusterRoleBinding"
+        scope = "in every namespace" if cluster_wide else f"in namespace {bns}"
+        for ns, account in _service_accounts(binding):
+            severity = HIGH if cluster_wide else MEDIUM
+            if ns in SYSTEM_NAMESPACES:
+                severity = _downgrade(severity)
+            who = (
+                "every service account" + ("" if ns == "*" else f" of namespace {ns}")
+                if account == "*"
+                else f"service account {ns}/{account}"
+            )
+            pods = _runs_as(ws, ns, account)
+            used = (
+                f"; its token is mounted in {', '.join(pods[:5])}"
+                + (f" and {len(pods) - 5} more" if len(pods) > 5 else "")
+                if pods
+                else ""
+            )
+            yield Finding(
+                STORY,
+                check,
+                "ServiceAccount",
+                "" if ns == "*" else ns,
+                account,
+                severity,
+                f"{kind} {bname} grants {who} {grant} {scope}: a shell in any pod running "
+                f"as it {power}{used}",
+                "bind the account to a Role naming only the verbs and resources it uses "
+                "(no '*'), in its own namespace; set automountServiceAccountToken: false "
+                "where pods need no API access",
+            )
+    for what, why in sorted(snap.unreadable.items()):
+        if what in ("rolebindings", "clusterrolebindings", "roles", "clusterroles"):
+            yield Finding(
+                STORY,
+                "rbac-unreadable",
+                "",
+                "",
+                what,
+                INFO,
+                f"could not check which service accounts hold wildcard rights: {why}",
+                "run the audit with get/list on rbac.authorization.k8s.io roles, "
+                "clusterroles, rolebindings and clusterrolebindings",
+            )
+
+
+CHECKS = (
+    check_exposed_services,
+    check_pod_security,
+    check_runtime_socket,
+    check_service_account_rights,
+)

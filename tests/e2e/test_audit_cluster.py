@@ -90,6 +90,43 @@ def service(name: str, kind: str, selector: str, **extra: Any) -> Obj:
     }
 
 
+def host_dir_pod(name: str, path: str) -> Obj:
+    mount = {"name": "host", "mountPath": "/host", "readOnly": True}
+    return pod(
+        name,
+        pod_spec(
+            container(name, volumeMounts=[mount]),
+            volumes=[{"name": "host", "hostPath": {"path": path}}],
+        ),
+    )
+
+
+def bound(account: str, kind: str, role: str, rule: Obj | None = None) -> list[Obj]:
+    """A ServiceAccount, its RoleBinding to ``kind``/``role``, and the Role if ``rule``."""
+    rbac = "rbac.authorization.k8s.io"
+    objs: list[Obj] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}},
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": f"{account}-{role}"},
+            "roleRef": {"apiGroup": rbac, "kind": kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account}],
+        },
+    ]
+    if rule is not None:
+        objs.insert(
+            0,
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "Role",
+                "metadata": {"name": role},
+                "rules": [{"apiGroups": [""], **rule}],
+            },
+        )
+    return objs
+
+
 def configmap(name: str, key: str, text: str) -> Obj:
     return {
         "apiVersion": "v1",
@@ -221,6 +258,13 @@ def manifests(node: str) -> list[Obj]:
         ),
         pod("node-shell", root_spec),
         pod("restricted", pod_spec(container("restricted"))),
+        # jwplayer: the runtime's socket (through its directory) vs another host dir;
+        # service accounts bound to cluster-admin or a wildcard role vs a narrow one
+        host_dir_pod("runtime-shell", "/run/containerd"),
+        host_dir_pod("log-reader", "/var/log"),
+        *bound("ci", "ClusterRole", "cluster-admin"),
+        *bound("builder", "Role", "pod-boss", {"resources": ["pods"], "verbs": ["*"]}),
+        *bound("reader", "Role", "pod-reader", {"resources": ["pods"], "verbs": ["get"]}),
         # prometheuskube: a fluent-bit without/with a position database
         *log_shipper("logs-fragile", FLUENT_BIT_FRAGILE),
         *log_shipper("logs-durable", FLUENT_BIT_DURABLE),
@@ -248,6 +292,9 @@ EXPECTED = {
     ("DaemonSet/{ns}/aws-node", "external-snat"),
     ("DaemonSet/{ns}/aws-node-fixed", "external-snat"),
     ("ConfigMap/{ns}/ip-masq-agent", "non-masquerade-cidr"),
+    ("Pod/{ns}/runtime-shell", "runtime-socket"),
+    ("ServiceAccount/{ns}/ci", "cluster-admin-binding"),
+    ("ServiceAccount/{ns}/builder", "wildcard-role-binding"),
 }
 QUIET = [
     "Deployment/{ns}/web-apart",
@@ -259,6 +306,8 @@ QUIET = [
     "Pod/{ns}/restricted",
     "DaemonSet/{ns}/logs-durable",
     "ConfigMap/{ns}/ip-masq-agent-fixed",
+    "Pod/{ns}/log-reader",
+    "ServiceAccount/{ns}/reader",
 ]
 
 

@@ -395,6 +395,256 @@ def test_pods_owned_by_workloads_are_audited_through_their_template_only():
     assert A.audit(A.Snapshot(pods=[owned, done])) == []
 
 
+# A small training lab in the shape of the public vulnerable clusters (our own
+# manifests): a build agent talking to the node's runtime, a log reader on /var/run,
+# and service accounts that hold the cluster. The hardened twin keeps the workloads
+# but none of the two attacker paths.
+VULNERABLE_LAB = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: build-agent, namespace: ci}
+spec:
+  selector: {matchLabels: {app: build-agent}}
+  template:
+    metadata: {labels: {app: build-agent}}
+    spec:
+      serviceAccountName: builder
+      securityContext: {runAsNonRoot: true, runAsUser: 1000}
+      containers:
+      - name: agent
+        image: example/agent:2
+        volumeMounts: [{name: sock, mountPath: /var/run/docker.sock}]
+      volumes:
+      - name: sock
+        hostPath: {path: /var/run/docker.sock, type: Socket}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: log-reader, namespace: ops}
+spec:
+  selector: {matchLabels: {app: log-reader}}
+  template:
+    metadata: {labels: {app: log-reader}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 1000}
+      containers:
+      - name: reader
+        image: example/reader:1
+        volumeMounts: [{name: run, mountPath: /host/run, readOnly: true}]
+      volumes:
+      - name: run
+        hostPath: {path: /var/run/}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crictl-shell, namespace: ops}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 1000}
+  containers:
+  - name: shell
+    image: example/crictl:1
+    volumeMounts: [{name: cri, mountPath: /run/containerd}]
+  volumes:
+  - name: cri
+    hostPath: {path: /run/containerd}
+status: {phase: Running}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: builder-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {kind: ServiceAccount, name: builder, namespace: ci}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: dashboard-everything}
+rules:
+- apiGroups: ["*"]
+  resources: ["*"]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: dashboard-read}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: dashboard-everything}
+subjects:
+- {kind: User, name: "system:serviceaccount:ops:dashboard"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-boss, namespace: ops}
+rules:
+- apiGroups: [""]
+  resources: [pods, pods/exec]
+  verbs: ["*"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: everyone-pod-boss, namespace: ops}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-boss}
+subjects:
+- {kind: Group, name: "system:serviceaccounts:ops"}
+"""
+HARDENED_LAB = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: build-agent, namespace: ci}
+spec:
+  selector: {matchLabels: {app: build-agent}}
+  template:
+    metadata: {labels: {app: build-agent}}
+    spec:
+      serviceAccountName: builder
+      securityContext: {runAsNonRoot: true, runAsUser: 1000}
+      containers:
+      - name: agent
+        image: example/agent:2
+        volumeMounts: [{name: cache, mountPath: /cache}]
+      volumes:
+      - name: cache
+        hostPath: {path: /var/cache/agent}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: log-reader, namespace: ops}
+spec:
+  selector: {matchLabels: {app: log-reader}}
+  template:
+    metadata: {labels: {app: log-reader}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 1000}
+      containers:
+      - name: reader
+        image: example/reader:1
+        volumeMounts: [{name: logs, mountPath: /var/log, readOnly: true}]
+      volumes:
+      - name: logs
+        hostPath: {path: /var/log}
+      - name: lock
+        hostPath: {path: /run/lock/reader}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: builder, namespace: ci}
+rules:
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [build-settings]
+  verbs: ["*"]
+- nonResourceURLs: ["*"]
+  verbs: ["*"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: builder, namespace: ci}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: builder}
+subjects:
+- {kind: ServiceAccount, name: builder}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: admins}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {kind: Group, name: "platform-admins"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:controller:namespace-controller"}
+rules:
+- apiGroups: ["*"]
+  resources: ["*"]
+  verbs: [delete, deletecollection, get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: "system:controller:namespace-controller"
+  labels: {kubernetes.io/bootstrapping: rbac-defaults}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: "system:controller:namespace-controller"
+subjects:
+- {kind: ServiceAccount, name: namespace-controller, namespace: kube-system}
+"""
+
+
+def jw(found: list[A.Finding]) -> list[tuple[str, str, str]]:
+    return sorted(
+        (f.check, f.object, f.severity)
+        for f in found
+        if f.story == "jwplayer-exposed-dashboard" and f.check != "root-user"
+    )
+
+
+def test_runtime_sockets_and_service_accounts_holding_the_cluster_are_flagged():
+    found = A.audit(A.Snapshot.of(docs(VULNERABLE_LAB)))
+    assert jw(found) == [
+        ("cluster-admin-binding", "ServiceAccount/ci/builder", A.HIGH),
+        ("runtime-socket", "DaemonSet/ops/log-reader", A.HIGH),
+        ("runtime-socket", "Deployment/ci/build-agent", A.HIGH),
+        ("runtime-socket", "Pod/ops/crictl-shell", A.HIGH),
+        ("wildcard-role-binding", "ServiceAccount/ops/*", A.MEDIUM),
+        ("wildcard-role-binding", "ServiceAccount/ops/dashboard", A.HIGH),
+    ]
+    by = {(f.check, f.object): f.message for f in found}
+    assert (
+        "volume run (hostPath /var/run/, holds /run/containerd/containerd.sock)"
+        in by[("runtime-socket", "DaemonSet/ops/log-reader")]
+    )
+    admin = by[("cluster-admin-binding", "ServiceAccount/ci/builder")]
+    assert "ClusterRoleBinding builder-admin grants service account ci/builder cluster-admin" in (
+        admin
+    )
+    assert "its token is mounted in Deployment/build-agent" in admin
+    assert "reads every secret, starts privileged pods" in admin
+    everyone = by[("wildcard-role-binding", "ServiceAccount/ops/*")]
+    assert "every service account of namespace ops Role pod-boss (* on core/pods" in everyone
+    assert "in namespace ops" in everyone
+
+
+def test_narrow_roles_other_host_paths_and_human_admins_are_not_flagged():
+    assert jw(A.audit(A.Snapshot.of(docs(HARDENED_LAB)))) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "flagged"),
+    [
+        ("/run/containerd/containerd.sock", True),
+        ("/var/run/containerd/containerd.sock", True),
+        ("/var/run/docker.sock", True),
+        ("/run/crio/crio.sock", True),
+        ("/var/run/crio", True),
+        ("/run", True),
+        ("/var/run", True),
+        ("//run/./containerd/", True),
+        ("/var", False),  # /var/run in it is a link the container resolves to its own /run
+        ("/run/containerd-other", False),
+        ("/run/user/1000", False),
+        ("/var/lib/containerd", False),
+        ("/", False),  # the host-root-mount finding's
+    ],
+)
+def test_runtime_socket_paths(path: str, flagged: bool):
+    spec = {**SAFE_SPEC, "volumes": [{"name": "v", "hostPath": {"path": path}}]}
+    found = checks(A.audit(A.Snapshot(pods=[pod("p", spec)])), "p")
+    assert ("runtime-socket" in found) is flagged, found
+
+
+def test_system_agents_on_the_socket_are_lowered_and_unreadable_rbac_is_said():
+    spec = {**SAFE_SPEC, "volumes": [{"name": "v", "hostPath": {"path": "/run/containerd"}}]}
+    agent = deployment("node-agent", spec=spec, kind="DaemonSet", namespace="kube-system")
+    snap = A.Snapshot(daemonsets=[agent], unreadable={"clusterrolebindings": "403 Forbidden"})
+    found = A.audit(snap)
+    assert checks(found, "node-agent") == {"runtime-socket": A.MEDIUM}
+    assert checks(found, "clusterrolebindings") == {"rbac-unreadable": A.INFO}
+
+
 # -- prometheuskube-missing-logs -------------------------------------------------------
 
 FLUENT_BIT_FRAGILE = """\

@@ -117,7 +117,7 @@ def test_a_kubeconfig_list_of_missing_files_is_one_line(tmp_path):
 def test_a_file_that_is_not_a_kubeconfig_is_one_line(tmp_path):
     bad = tmp_path / "bad"
     bad.write_text("- just\n- a list\n")
-    with pytest.raises(ClusterUnreachableError, match=r"^no usable kubeconfig at .*bad: "):
+    with pytest.raises(ClusterUnreachableError, match=r"^no usable kubeconfig at .*bad \("):
         KubeConfig(str(bad))
 
 

@@ -71,6 +71,38 @@ class Snapshot:
     nodes: list[Obj] = field(default_factory=list)
     # spec.cidrs of networking.k8s.io ServiceCIDR objects (empty on old clusters)
     service_cidrs: list[str] = field(default_factory=list)
+    roles: list[Obj] = field(default_factory=list)
+    cluster_roles: list[Obj] = field(default_factory=list)
+    role_bindings: list[Obj] = field(default_factory=list)
+    cluster_role_bindings: list[Obj] = field(default_factory=list)
+    # What the audit could not read (e.g. RBAC objects under a narrow role), so a
+    # check that needed it says so instead of passing silently.
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, objects: Iterable[Obj]) -> Snapshot:
+        """A snapshot of manifests (e.g. a file's documents) instead of a live cluster."""
+        snap = cls()
+        for obj in objects:
+            target = _SNAPSHOT_FIELDS.get(str(obj.get("kind")))
+            if target is not None:
+                getattr(snap, target).append(obj)
+        return snap
+
+
+_SNAPSHOT_FIELDS = {
+    "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
+    "DaemonSet": "daemonsets",
+    "Pod": "pods",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "Node": "nodes",
+    "Role": "roles",
+    "ClusterRole": "cluster_roles",
+    "RoleBinding": "role_bindings",
+    "ClusterRoleBinding": "cluster_role_bindings",
+}
 
 
 def _get(obj: Any, *path: str) -> Any:
@@ -260,6 +292,25 @@ def on_host_path(spec: Obj, container: Obj, path: str) -> bool:
     return best_is_host
 
 
+def _subjects_in(subjects: list[Obj], namespace: str) -> list[Obj]:
+    """The subjects of a binding that are service accounts of ``namespace``
+    (a group of every service account counts as that namespace's)."""
+    out = []
+    for sub in subjects:
+        kind, name = sub.get("kind"), str(sub.get("name") or "")
+        own_account = kind == "ServiceAccount" and sub.get("namespace") == namespace
+        if own_account or (
+            kind == "User" and name.startswith(f"system:serviceaccount:{namespace}:")
+        ):
+            out.append(sub)
+        elif kind == "Group" and name in (
+            "system:serviceaccounts",
+            f"system:serviceaccounts:{namespace}",
+        ):
+            out.append({**sub, "name": f"system:serviceaccounts:{namespace}"})
+    return out
+
+
 def has_high(findings: Iterable[Finding]) -> bool:
     return any(f.severity == HIGH for f in findings)
 
@@ -322,6 +373,35 @@ def collect(kube: Any, namespace: str | None = None) -> Snapshot:
         ),
         nodes=listed("nodes", core.list_node),
     )
+    rbac = client.RbacAuthorizationV1Api(kube.api)
+    for attr, what, ns_call, all_call in (
+        (
+            "role_bindings",
+            "rolebindings",
+            rbac.list_namespaced_role_binding,
+            rbac.list_role_binding_for_all_namespaces,
+        ),
+        ("roles", "roles", rbac.list_namespaced_role, rbac.list_role_for_all_namespaces),
+        ("cluster_role_bindings", "clusterrolebindings", None, rbac.list_cluster_role_binding),
+        ("cluster_roles", "clusterroles", None, rbac.list_cluster_role),
+    ):
+        try:
+            if scoped and ns_call is not None:
+                setattr(snap, attr, listed(what, ns_call, namespace))
+            else:
+                setattr(snap, attr, listed(what, all_call))
+        except ClusterUnreachableError:
+            raise
+        except PermanentError as exc:
+            # Many read-only audit roles may not read RBAC: the other checks still run,
+            # and the RBAC check reports what it could not see.
+            snap.unreadable[what] = str(exc)
+    if scoped:
+        # Cluster-wide bindings, as far as they grant to the namespace audited.
+        snap.cluster_role_bindings = [
+            {**b, "subjects": _subjects_in(b.get("subjects") or [], namespace or "")}
+            for b in snap.cluster_role_bindings
+        ]
     try:
         cidrs = client.NetworkingV1Api(kube.api).list_service_cidr().items
         snap.service_cidrs = [c for item in cidrs for c in (item.spec.cidrs or [])]

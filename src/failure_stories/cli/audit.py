@@ -108,10 +108,12 @@ def print_findings(findings: list[Finding], target: str) -> None:
 def audit(cluster: ClusterOptions, namespace: str | None, output: str) -> None:
     """Read-only exposure audit: does the cluster show what the stories warn about?
 
-    Lists workloads, pods, services, config maps and nodes (get/list only: it never
-    creates, changes or deletes anything) and reports, per story, each object that
-    carries the pattern, with its severity and the concrete fix. Latency-critical
-    workloads are marked with the label or annotation kfs.dev/latency-critical=true.
+    Lists workloads, pods, services, config maps, nodes and RBAC roles and bindings
+    (get/list only: it never creates, changes or deletes anything; without the right
+    to list RBAC objects, that check says so and the others run) and reports, per
+    story, each object that carries the pattern, with its severity and the concrete
+    fix. Latency-critical workloads are marked with the label or annotation
+    kfs.dev/latency-critical=true.
 
     -o json|yaml prints the findings as a list with the keys story, check, object
     (Kind/namespace/name), severity (high, medium, low, info), message and fix.

@@ -30,6 +30,7 @@ from failure_stories.core.errors import (
     KfsError,
 )
 from failure_stories.providers.base import Provider
+from failure_stories.reporting.compare import compare
 from failure_stories.reporting.html import write_html
 from failure_stories.reporting.model import (
     ScenarioReport,
@@ -37,6 +38,7 @@ from failure_stories.reporting.model import (
     write_json,
     write_junit,
 )
+from failure_stories.reporting.pushgateway import gateway_url, push
 from failure_stories.run.events import Event, EventKind
 from failure_stories.run.session import Session
 
@@ -273,6 +275,13 @@ def _summary(reports: list[ScenarioReport], console: Console = console) -> None:
     "stories that share a node resource take turns, so results are unchanged.",
 )
 @output_option
+@click.option(
+    "--pushgateway",
+    default=None,
+    metavar="URL",
+    help="Also push each story's verdict and measurements as Prometheus metrics to the "
+    "Pushgateway at URL (job kfs, one group per scenario).",
+)
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
@@ -282,11 +291,13 @@ def run(
     dry_run: bool,
     jobs: int,
     output: str,
+    pushgateway: str | None,
 ) -> None:
     """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
 
     -o json|yaml prints the reports (or, with --dry-run, the plans) on stdout and
     the progress on stderr. Exit code 0 only if every scenario passed."""
+    gateway = gateway_url(pushgateway) if pushgateway is not None else None
     if run_all and scenario_ids:
         raise click.UsageError("give scenario ids or --all, not both")
     if not run_all and not scenario_ids:
@@ -294,6 +305,8 @@ def run(
     chosen = (
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
+    for s in chosen:
+        s.check()  # a broken story is refused before any cluster is touched
     if dry_run:
         if output != "table":
             emit([plan(s) for s in chosen], output)
@@ -326,6 +339,7 @@ def run(
 
             ses.run_parallel(chosen, jobs, extra, say)
         else:
+            ses.reach()
             for s in chosen:
                 out.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
                 ses.run(s)
@@ -334,7 +348,14 @@ def run(
     out.print(f"reports: {report_dir}/")
     if output != "table":
         emit([r.to_json() for r in reports], output)
-    if code := exit_code(reports):
+    code = exit_code(reports)
+    if gateway is not None:
+        try:
+            out.print(f"pushed {push(reports, gateway)} stories' results to {gateway}")
+        except KfsError as exc:
+            # The verdict is the run's answer; a push that failed only adds to it.
+            _fail(str(exc), code or EXIT_INFRASTRUCTURE)
+    if code:
         sys.exit(code)
 
 
@@ -381,6 +402,7 @@ def gameday(
     ses.check([s])
     _writable(report_dir)  # abilities and the context guard, before the cluster is touched
     with ses:
+        ses.reach()
         rep = ses.run(s, hold_fault=drill.hold)
         rep.info["time_to_diagnosis_seconds"] = round(drill.time_to_diagnosis, 1)
         rep.info["hints_used"] = drill.hints_shown
@@ -398,13 +420,63 @@ def gameday(
     show_default=True,
     help="Directory holding <id>.json reports.",
 )
-def report(report_dir: Path) -> None:
-    """Regenerate junit.xml and report.html from the JSON reports in a directory."""
-    reports = read_reports(report_dir) if report_dir.is_dir() else []
-    if not reports:
-        raise click.UsageError(f"no <id>.json reports in {report_dir}: run `kfs run` first")
+@click.option(
+    "--compare",
+    "compare_dirs",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="BASELINE_DIR CANDIDATE_DIR",
+    help="Compare two runs' reports: verdict changes and each measurement's margin to "
+    "its threshold; exits 1 if a story that passed in the baseline no longer does. "
+    "The candidate's report.html shows the comparison.",
+)
+def report(report_dir: Path, compare_dirs: tuple[Path, Path] | None) -> None:
+    """Regenerate junit.xml and report.html from the JSON reports in a directory,
+    or compare two directories of reports (--compare)."""
+    if compare_dirs is not None:
+        _compare(*compare_dirs)
+        return
+    reports = _reports_in(report_dir, "--report-dir")
     junit, page = write_junit(reports, report_dir), write_html(reports, report_dir)
     console.print(f"{len(reports)} reports -> {junit}, {page}")
+
+
+def _reports_in(report_dir: Path, what: str) -> list[ScenarioReport]:
+    try:
+        reports = read_reports(report_dir) if report_dir.is_dir() else []
+    except (ValueError, KeyError, TypeError) as exc:
+        why = f"it has no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise click.UsageError(
+            f"{what} {report_dir} holds a JSON file that is no kfs report ({why}): "
+            "point it at a directory `kfs run` wrote"
+        ) from None
+    if not reports:
+        raise click.UsageError(f"no <id>.json reports in {what} {report_dir}: run `kfs run` first")
+    return reports
+
+
+def _compare(baseline_dir: Path, candidate_dir: Path) -> None:
+    baseline = _reports_in(baseline_dir, "BASELINE_DIR")
+    candidate = _reports_in(candidate_dir, "CANDIDATE_DIR")
+    _writable(candidate_dir, "CANDIDATE_DIR")  # its report.html shows the comparison
+    result = compare(baseline, candidate, str(baseline_dir), str(candidate_dir))
+    style = {"regressed": "bold red", "fixed": "bold green"}
+    for story in result.stories:
+        line = escape(story.describe())
+        # One line per story and measurement, whatever the width: CI logs are grepped.
+        console.print(
+            f"[{style[story.status]}]{line}[/]" if story.status in style else line,
+            soft_wrap=True,
+        )
+        for m in story.measurements:
+            line = escape(m.describe(story.scenario))
+            console.print(f"  [yellow]{line}[/]" if m.lost_margin else f"  {line}", soft_wrap=True)
+    console.print(result.lines()[-1])
+    page = write_html(candidate, candidate_dir, result)
+    console.print(f"comparison -> {page}")
+    if result.regressed:
+        sys.exit(1)
 
 
 @cli.command()
@@ -422,16 +494,17 @@ def cleanup(cluster: ClusterOptions) -> None:
         console.print(line)
 
 
-def _writable(report_dir: Path) -> None:
+def _writable(report_dir: Path, option: str = "--report-dir") -> None:
     """Refuse, before any cluster is touched, a report directory that cannot be written."""
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=report_dir, prefix=".kfs-write-test-"):
             pass
     except OSError as exc:
+        why = "not a directory" if report_dir.exists() and not report_dir.is_dir() else None
         raise click.UsageError(
-            f"cannot write reports to {report_dir} ({exc.strerror or exc}): "
-            "pass --report-dir a directory you can write"
+            f"cannot write reports to {report_dir} ({why or exc.strerror or exc}): "
+            f"pass {option} a directory you can write"
         ) from None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import inspect
+import math
 import operator
 import os
 import re
@@ -60,7 +61,11 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|==|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+# ASCII digits only (Python's \d also takes other scripts' digits, which the JSON
+# Schema's pattern would not), and exponents, which __str__ may write for large numbers.
+_THRESHOLD_RE = re.compile(
+    r"^\s*(<=|>=|==|<|>)\s*([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -71,21 +76,36 @@ class Threshold:
     @classmethod
     def parse(cls, text: object) -> Threshold:
         match = _THRESHOLD_RE.match(str(text))
+        shown = repr(text) if len(str(text)) <= 40 else repr(f"{str(text)[:37]}...")
         if not match:
             raise ScenarioDefinitionError(
-                f"bad threshold {text!r}: write an operator and a number, e.g. '>= 0.99'"
+                f"bad threshold {shown}: write an operator and a number, e.g. '>= 0.99'"
             )
-        return cls(match.group(1), float(match.group(2)))
+        value = float(match.group(2))
+        if not math.isfinite(value):
+            raise ScenarioDefinitionError(
+                f"bad threshold {shown}: the number is too large for a float; write a finite one"
+            )
+        return cls(match.group(1), value)
 
     def holds(self, value: float) -> bool:
         return _OPS[self.op](value, self.value)
 
     def __str__(self) -> str:
-        return f"{self.op} {self.value:g}"
+        # Reports keep this text and `kfs report --compare` parses it again: it must
+        # give back the same number (':g' alone rounds to 6 digits).
+        short = f"{self.value:g}"
+        return f"{self.op} {short if float(short) == self.value else repr(self.value)}"
 
 
 def _threshold(value: object) -> Threshold:
-    return value if isinstance(value, Threshold) else Threshold.parse(value)
+    if isinstance(value, Threshold):
+        return value
+    try:
+        return Threshold.parse(value)
+    except ScenarioDefinitionError as exc:
+        # A ValueError, so pydantic names where in the file the bad threshold is.
+        raise ValueError(str(exc)) from None
 
 
 ThresholdField = Annotated[
@@ -239,6 +259,28 @@ class Scenario:
             self._audit = _import(file, "kfs_audit_" + self.id.replace("-", "_"), self.id)
         return self._audit
 
+    def check(self) -> None:
+        """What can be checked before a run touches a cluster: steps.py loads and
+        defines its phases, and every manifest the plan names is there."""
+        self.steps()
+        for phase, steps in self.meta.plan.items():
+            for step in steps:
+                for name in manifest_names(step):
+                    if not (self.manifests / name).is_file():
+                        raise ScenarioDefinitionError(
+                            f"{self.id}: the plan's {phase} step {step!r} names {name}, "
+                            f"which is not in {self.manifests}: add it or fix the name"
+                        )
+
+    def manifest_path(self, name: str) -> Path:
+        path = self.manifests / name
+        if not path.is_file():
+            raise ScenarioDefinitionError(
+                f"{self.id}: no manifest {name} in {self.manifests}: add it or fix the name "
+                "in steps.py"
+            )
+        return path
+
     def step(self, phase: str) -> StepFn | None:
         fn = getattr(self.steps(), phase.replace("-", "_"), None)
         return fn if callable(fn) else None
@@ -286,12 +328,34 @@ def check_steps(scenario_id: str, module: ModuleType) -> None:
             )
 
 
+def _loc_part(part: object) -> str:
+    """A key of a validation error's place; quoted unless plain (a key may hold a newline)."""
+    text = str(part)
+    return text if re.fullmatch(r"[\w-]+", text) else repr(text)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where, and what (PyYAML's own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{' '.join(str(problem).split())} (not valid YAML)"
+
+
 def load_meta(path: Path) -> ScenarioMeta:
     file = path / "scenario.yaml"
     try:
-        raw = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioDefinitionError(f"{file}: {exc}") from exc
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioDefinitionError(f"{file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioDefinitionError(
+            f"{file}: not UTF-8 text (byte {exc.start}): save it as UTF-8"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ScenarioDefinitionError(f"{file}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ScenarioDefinitionError(f"{file}: nested too deeply to be a scenario") from None
     if not isinstance(raw, dict):
         raise ScenarioDefinitionError(f"{file}: expected a mapping")
     if raw.get("id") != path.name:
@@ -302,7 +366,7 @@ def load_meta(path: Path) -> ScenarioMeta:
         return ScenarioMeta.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top)"
+        where = ".".join(_loc_part(x) for x in first["loc"]) or "(top)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         message = first["msg"].removeprefix("Value error, ")
         raise ScenarioDefinitionError(
@@ -334,6 +398,11 @@ def get(scenario_id: str, root: Path | None = None) -> Scenario:
         closest = difflib.get_close_matches(scenario_id, list(known), n=3, cutoff=0.3)
         raise UnknownScenarioError(scenario_id, closest)
     return known[scenario_id]
+
+
+def manifest_names(step: str) -> list[str]:
+    """The manifest files a plan step names ("apply fault.yaml ...")."""
+    return re.findall(r"[\w.-]+\.yaml", step)
 
 
 def manifest_objects(path: Path) -> list[str]:

@@ -79,9 +79,11 @@ class Kube:
         try:
             info = client.VersionApi(self.api).get_code(_request_timeout=timeout)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            server = self.api.configuration.host
             raise ClusterUnreachableError(
                 f"the API server of {self.context or self.kubeconfig} does not answer: "
-                f"{type(exc).__name__}"
+                f"{type(exc).__name__} at {server}: check that the cluster runs and that "
+                "the kubeconfig's server address is right"
             ) from exc
         return str(info.git_version)
 

@@ -68,6 +68,10 @@ class KubeConfig:
                 f"{self} exists; pass --kubeconfig PATH or set KUBECONFIG"
             )
         try:
+            for f in self.present:
+                doc = yaml.safe_load(f.read_text())
+                if doc is not None and not isinstance(doc, dict):
+                    raise TypeError(f"{f} holds a YAML {type(doc).__name__}, not a mapping")
             self._merger = KubeConfigMerger(os.pathsep.join(str(f) for f in self.present))
             merged = self._merger.config.value
             docs = [self._merger.config_files[str(f)] for f in self.present]
@@ -83,7 +87,11 @@ class KubeConfig:
                     self.origin.setdefault(str(ctx["name"]), path)
         except _UNREADABLE as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise KubeconfigError(f"no usable kubeconfig at {self}: {reason}") from exc
+            raise KubeconfigError(
+                f"no usable kubeconfig at {self} ({reason}): it must be a kubeconfig YAML "
+                "file as `kubectl config view --raw` prints one; pass --kubeconfig PATH or fix "
+                "KUBECONFIG"
+            ) from exc
 
     def __str__(self) -> str:
         return os.pathsep.join(str(f) for f in self.files)

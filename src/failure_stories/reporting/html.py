@@ -9,6 +9,7 @@ import html
 from collections.abc import Iterable
 from pathlib import Path
 
+from failure_stories.reporting.compare import Comparison
 from failure_stories.reporting.model import ScenarioReport
 
 W, H, PAD = 640, 220, 40
@@ -213,7 +214,7 @@ def _measurements(report: ScenarioReport) -> str:
     )
 
 
-def render(reports: list[ScenarioReport]) -> str:
+def render(reports: list[ScenarioReport], comparison: Comparison | None = None) -> str:
     summary = "".join(
         f'<tr><td><a href="#{_esc(r.scenario)}">{_esc(r.scenario)}</a></td>'
         f"<td>{_verdict(r.verdict)}</td><td>{_esc(r.provider)}</td><td>{r.seconds:.1f}</td>"
@@ -243,12 +244,63 @@ def render(reports: list[ScenarioReport]) -> str:
         "<title>kube-failure-stories report</title>"
         f"<style>{CSS}</style></head><body><h1>kube-failure-stories report</h1>"
         "<table><tr><th>scenario</th><th>verdict</th><th>provider</th><th>seconds</th>"
-        f"<th>error</th></tr>{summary}</table>{''.join(sections)}</body></html>\n"
+        f"<th>error</th></tr>{summary}</table>"
+        + (_comparison(comparison) if comparison else "")
+        + f"{''.join(sections)}</body></html>\n"
     )
 
 
-def write_html(reports: list[ScenarioReport], report_dir: Path) -> Path:
+def write_html(
+    reports: list[ScenarioReport], report_dir: Path, comparison: Comparison | None = None
+) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "report.html"
-    path.write_text(render(reports))
+    path.write_text(render(reports, comparison))
     return path
+
+
+# The comparison of two runs (`kfs report --compare`), shown above the stories.
+def _comparison(comp: Comparison) -> str:
+    """Verdict changes, then each judged measurement with its margin to the threshold
+    in both runs; a regression or a lost margin is marked."""
+    rows = []
+    for st in comp.stories:
+        before, after = st.verdicts
+        mark = ' class="bad"' if st.regressed else (' class="ok"' if st.improved else "")
+        rows.append(
+            f"<tr><td>{_esc(st.scenario)}</td><td>{_verdict(before)}</td>"
+            f"<td>{_verdict(after)}</td><td{mark}>{_esc(st.status)}</td></tr>"
+        )
+    mrows = []
+    for st in comp.stories:
+        for m in st.measurements:
+            mb, ma = m.margins
+            mark = ' class="bad"' if m.lost_margin else ""
+            cells = [
+                "" if m.before is None else f"{m.before.value:g}",
+                "" if m.after is None else f"{m.after.value:g}",
+                m.threshold or "",
+                "" if mb is None else f"{mb:.3g}",
+                "" if ma is None else f"{ma:.3g}",
+            ]
+            mrows.append(
+                f"<tr><td>{_esc(st.scenario)}</td><td>{_esc(m.phase)}</td><td>{_esc(m.name)}</td>"
+                + "".join(f"<td>{_esc(c)}</td>" for c in cells[:3])
+                + f"<td>{_esc(cells[3])}</td><td{mark}>{_esc(cells[4])}</td></tr>"
+            )
+    regressed = len(comp.regressed)
+    return (
+        f'<h2 id="comparison">Compared with {_esc(comp.baseline)}</h2>'
+        f'<p class="{"bad" if regressed else "ok"}">'
+        + (
+            f"{regressed} of {len(comp.stories)} runs regressed"
+            if regressed
+            else "no run regressed"
+        )
+        + "</p><table><tr><th>scenario</th><th>baseline</th><th>candidate</th>"
+        "<th>change</th></tr>" + "".join(rows) + "</table>"
+        "<table><tr><th>scenario</th><th>phase</th><th>measurement</th><th>baseline</th>"
+        "<th>candidate</th><th>threshold</th><th>margin before</th><th>margin now</th></tr>"
+        + "".join(mrows)
+        + "</table>"
+    )

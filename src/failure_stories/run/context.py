@@ -51,7 +51,7 @@ class RunContext:
     # -- manifests --------------------------------------------------------------
     def manifest(self, name: str, **extra: str) -> list[dict[str, Any]]:
         """Render ``manifests/<name>`` with ${NAMESPACE}, ${TOOLBOX_IMAGE}... filled in."""
-        text = (self.scenario.manifests / name).read_text()
+        text = self.scenario.manifest_path(name).read_text()
         return render(text, {"NAMESPACE": self.namespace, **self.variables, **extra})
 
     def apply(self, name: str, **extra: str) -> list[dict[str, Any]]:

@@ -84,6 +84,14 @@ class Session:
         refuse_unfit(self.provider, stories)
         self.provider.check_allowed()
 
+    def reach(self) -> None:
+        """Bring up (or, on existing, check that it answers) the one cluster every
+        story shares, before the first story: a cluster that cannot be had is one
+        error, not an error verdict per story. Providers that build a cluster per
+        story do it in each run."""
+        if self.provider.shared_cluster:
+            self.provider.up()
+
     def write_reports(self) -> None:
         """junit.xml and report.html, derived from this session's reports so far."""
         if self.reports:

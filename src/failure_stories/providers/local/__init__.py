@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import shutil
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ class LocalProvider(Provider):
             "another kfs process creating or deleting the local cluster",
             timeout=CLUSTER_LOCK_TIMEOUT,
             shared=shared,
+            # A wait of minutes must not look hung (as the builds say what they do).
+            on_wait=lambda m: print(f"kfs: {m}", file=sys.stderr, flush=True),
         )
 
     def up(self) -> None:
