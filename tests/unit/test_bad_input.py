@@ -259,6 +259,12 @@ CASES: dict[str, Case] = {
         "Invalid value for '--provider': 'docker' is not one of 'local', 'kind', "
         "'existing'. (see `kfs cluster up -h`)",
     ),
+    "an unknown -o value": Case(
+        plain("list", "-o", "xml"),
+        USAGE,
+        "Invalid value for '-o' / '--output': 'xml' is not one of 'table', 'json', "
+        "'yaml'. (see `kfs list -h`)",
+    ),
     "a --pushgateway that is no address": Case(
         plain("run", MOON, "--pushgateway", "ftp://127.0.0.1:9091"),
         USAGE,
