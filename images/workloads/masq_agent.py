@@ -15,7 +15,9 @@ The ConfigMap's key ``config`` holds ip-masq-agent's format (YAML or JSON):
     resyncInterval: 1s        # how often the rules are rewritten even if unchanged
 
 Rules, in the nat table: POSTROUTING jumps to the chain for every packet not
-bound for an address of this node; the chain RETURNs (leaves the source
+bound for an address of this node (with ``--cluster-cidr``, only for packets
+from those ranges, the pods: a node that is also a workstation or a Docker
+host keeps its other traffic as it was); the chain RETURNs (leaves the source
 alone) for link-local, each ``--cluster-cidr`` and each listed CIDR, and
 MASQUERADEs whatever is left. The chain is rewritten in one iptables-restore
 --noflush transaction, so no packet ever sees half a list.
@@ -189,9 +191,10 @@ def parse_config(text: str, source: str = "config") -> Config:
 # -- rules --------------------------------------------------------------------------------
 
 
-def jump_args(chain: str) -> list[str]:
-    """The POSTROUTING rule that sends non-local traffic to the chain."""
+def jump_args(chain: str, source: str = "") -> list[str]:
+    """The POSTROUTING rule that sends non-local traffic (from ``source``) to the chain."""
     return [
+        *(["-s", source] if source else []),
         "-m", "comment", "--comment", f"{COMMENT}: non-local traffic goes to {chain}",
         "-m", "addrtype", "!", "--dst-type", "LOCAL",
         "-j", chain,
@@ -207,14 +210,25 @@ def returned(config: Config, cluster_cidrs: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(order))
 
 
+def jump_sources(cluster_cidrs: tuple[str, ...]) -> tuple[str, ...]:
+    """One POSTROUTING jump per pod range, or one for every source without any."""
+    return cluster_cidrs or ("",)
+
+
 def render(
-    chain: str, config: Config, cluster_cidrs: tuple[str, ...] = (), add_jump: bool = True
+    chain: str,
+    config: Config,
+    cluster_cidrs: tuple[str, ...] = (),
+    missing_jumps: tuple[str, ...] | None = None,
 ) -> str:
     """iptables-restore --noflush input: the chain declared (so flushed and
-    refilled in one commit), and the POSTROUTING jump if it is missing."""
+    refilled in one commit), and the POSTROUTING jumps that are missing (by
+    source; all of them if ``missing_jumps`` is None)."""
     lines = ["*nat", f":{chain} - [0:0]"]
-    if add_jump:
-        lines.append(_line(["-A", "POSTROUTING", *jump_args(chain)]))
+    if missing_jumps is None:
+        missing_jumps = jump_sources(cluster_cidrs)
+    for source in missing_jumps:
+        lines.append(_line(["-A", "POSTROUTING", *jump_args(chain, source)]))
     for cidr in returned(config, cluster_cidrs):
         lines.append(
             _line(["-A", chain, "-d", cidr, "-m", "comment", "--comment",
@@ -258,8 +272,8 @@ class Iptables:
         self.iptables = f"iptables{suffix}"
         self.restore = f"iptables{suffix}-restore"
 
-    def has_jump(self, chain: str) -> bool:
-        argv = [self.iptables, "-w", "-t", "nat", "-C", "POSTROUTING", *jump_args(chain)]
+    def has_jump(self, chain: str, source: str = "") -> bool:
+        argv = [self.iptables, "-w", "-t", "nat", "-C", "POSTROUTING", *jump_args(chain, source)]
         return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
     def apply(self, text: str) -> None:
@@ -382,10 +396,11 @@ class Agent:
         due = self.clock() - self.applied_at >= config.resync_seconds
         if wanted == self.applied and not due:
             return False
+        missing = tuple(
+            s for s in jump_sources(self.cluster_cidrs) if not self.rules.has_jump(self.chain, s)
+        )
         try:
-            self.rules.apply(
-                render(self.chain, config, self.cluster_cidrs, not self.rules.has_jump(self.chain))
-            )
+            self.rules.apply(render(self.chain, config, self.cluster_cidrs, missing))
         except OSError as exc:
             self._complain(f"rules not written: {exc}")
             return False
@@ -407,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="CIDR",
-        help="a range never masqueraded, whatever the config says (the pod network)",
+        help="the pod network: only its traffic is masqueraded, and never towards it "
+        "(whatever the config says)",
     )
     parser.add_argument("--api-server", action="append", default=[], metavar="URL")
     parser.add_argument("--poll-seconds", type=float, default=1.0)
