@@ -12,7 +12,7 @@ The ConfigMap's key ``config`` holds ip-masq-agent's format (YAML or JSON):
 
     nonMasqueradeCIDRs: [10.244.0.0/16, 10.96.0.0/16]
     masqLinkLocal: false      # true: 169.254.0.0/16 is masqueraded too
-    resyncInterval: 1s        # how often the rules are rewritten even if unchanged
+    resyncInterval: 1s        # how often the node's rules are checked (and healed)
 
 Rules, in the nat table: POSTROUTING jumps to the chain for every packet not
 bound for an address of this node (with ``--cluster-cidr``, only for packets
@@ -276,6 +276,12 @@ class Iptables:
         argv = [self.iptables, "-w", "-t", "nat", "-C", "POSTROUTING", *jump_args(chain, source)]
         return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
+    def chain_rules(self, chain: str) -> list[str]:
+        """The chain's rules as ``iptables -S`` prints them (empty if it is missing)."""
+        argv = [self.iptables, "-w", "-t", "nat", "-S", chain]
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        return [ln for ln in out.splitlines() if ln.startswith("-A ")]
+
     def apply(self, text: str) -> None:
         done = subprocess.run(
             [self.restore, "-w", "--noflush"],
@@ -385,7 +391,8 @@ class Agent:
         return config
 
     def step(self) -> bool:
-        """Poll once; True if the rules were rewritten."""
+        """Poll once; True if the rules were checked against the config (and
+        rewritten where the node's differ)."""
         config = self._load()
         if config is None:
             return False
@@ -399,11 +406,16 @@ class Agent:
         missing = tuple(
             s for s in jump_sources(self.cluster_cidrs) if not self.rules.has_jump(self.chain, s)
         )
-        try:
-            self.rules.apply(render(self.chain, config, self.cluster_cidrs, missing))
-        except OSError as exc:
-            self._complain(f"rules not written: {exc}")
-            return False
+        text = render(self.chain, config, self.cluster_cidrs, missing)
+        # A resync leaves rules that are already right alone, so their packet
+        # counters keep telling who masqueraded what.
+        in_place = [ln for ln in text.splitlines() if ln.startswith(f"-A {self.chain} ")]
+        if missing or self.rules.chain_rules(self.chain) != in_place:
+            try:
+                self.rules.apply(text)
+            except OSError as exc:
+                self._complain(f"rules not written: {exc}")
+                return False
         if wanted != self.applied:
             self.log(
                 f"{self.chain}: pod addresses kept for {', '.join(wanted)}; "

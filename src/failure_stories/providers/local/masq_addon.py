@@ -10,10 +10,12 @@ that has edited it owns it until its teardown restores it."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from failure_stories.core import paths
 from failure_stories.core.wait import wait_for
 from failure_stories.providers import snat
 from failure_stories.providers.base import REAL_NODE_LABEL
@@ -29,6 +31,10 @@ CONFIG = snat.config_text([L.CLUSTER_CIDR, L.SERVICE_CIDR])
 # A host-network pod cannot reach the Service address here (it is fenced, see
 # hostnet.FENCED): the agent asks the API server where kfs itself does.
 API_SERVER = f"https://{L.BRIDGE_IP}:{L.API_PORT}"
+
+
+def _script_digest() -> str:
+    return hashlib.sha256((paths.IMAGES / "workloads" / snat.SCRIPT).read_bytes()).hexdigest()
 
 
 def objects(image: str) -> list[dict[str, Any]]:
@@ -63,7 +69,11 @@ def objects(image: str) -> list[dict[str, Any]]:
             "spec": {
                 "selector": {"matchLabels": LABELS},
                 "template": {
-                    "metadata": {"labels": LABELS},
+                    "metadata": {
+                        "labels": LABELS,
+                        # The image's tag stays v1: a new script rolls the pod by this.
+                        "annotations": {"kfs.dev/masq-agent-sha256": _script_digest()},
+                    },
                     "spec": {
                         "serviceAccountName": NAME,
                         "hostNetwork": True,
