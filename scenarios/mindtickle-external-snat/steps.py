@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import json
-import secrets
+import time
 from typing import Any
 
-from failure_stories import RunContext, RunError, wait_for
+import yaml
+
+from failure_stories import RunContext, RunError, snat, wait_for
 
 OUTSIDE_NET = "198.51.100.0/24"
 CALLS = 20
+# What the masq agent (like ip-masq-agent) keeps un-NATed when its config lists nothing.
+RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
 def setup(ctx: RunContext) -> None:
+    owner = ctx.egress_snat.snat_owner()
+    if owner is None:
+        raise RunError(
+            f"no DaemonSet runs kfs's masq agent ({snat.SCRIPT}): the node's pod-egress SNAT "
+            "has no owner whose setting this story can change"
+        )
+    ctx.state["owner"] = owner
+    ctx.log(f"pod egress SNAT owner: {owner}")
+    # Saved before anything changes; whatever a later phase writes, teardown puts it back.
+    saved = snat.read_config(ctx.kube, owner)
+    ctx.state["saved_config"] = saved
+    ctx.defer(f"restore the config of {owner}", lambda: snat.write_config(ctx.kube, owner, saved))
     ctx.apply("baseline.yaml")
     wait_for(
         lambda: ctx.kube.ready_endpoints(ctx.namespace, "internal") == 1,
@@ -88,45 +104,69 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
     return _measure(ctx)
 
 
-def _iptables(ctx: RunContext, *args: str, check: bool = True) -> str:
-    return ctx.node_shell.node_exec(
-        ctx.state["node"], ["iptables", "-w", "-t", "nat", *args], check=check
+# -- the fault and the fix: two settings of the node's SNAT owner -----------------------
+
+
+def kept_ranges(config: str | None) -> list[str]:
+    """The ranges a masq agent config keeps un-NATed (the agent's defaults, RFC
+    1918, when there is no config or it lists none)."""
+    data = yaml.safe_load(config) if config else None
+    listed = data.get("nonMasqueradeCIDRs") if isinstance(data, dict) else None
+    return [str(c) for c in listed] if listed is not None else list(RFC1918)
+
+
+def config_variables(config: str | None, cidrs: list[str]) -> dict[str, str]:
+    """fault.yaml's and mitigation.yaml's variables: the owner's other settings
+    kept as they were, the non-masquerade list as given."""
+    data = yaml.safe_load(config) if config else None
+    data = data if isinstance(data, dict) else {}
+    return {
+        "NON_MASQUERADE_CIDRS": ", ".join(cidrs),
+        "MASQ_LINK_LOCAL": "true" if data.get("masqLinkLocal") is True else "false",
+        "RESYNC_INTERVAL": str(data.get("resyncInterval") or "60s"),
+    }
+
+
+def _chain_keeps_outside(ctx: RunContext) -> bool:
+    owner = ctx.state["owner"]
+    rules = ctx.node_shell.node_exec(
+        ctx.state["node"], ["iptables", "-w", "-t", "nat", "-S", owner.chain], check=False
     )
+    return any(f"-d {OUTSIDE_NET} " in r and r.endswith("-j RETURN") for r in rules.splitlines())
 
 
-def _remove_rule(ctx: RunContext, chain: str) -> None:
-    _iptables(ctx, "-D", "POSTROUTING", "-j", chain, check=False)
-    _iptables(ctx, "-F", chain, check=False)
-    _iptables(ctx, "-X", chain, check=False)
-
-
-def inject(ctx: RunContext) -> None:
-    chain = f"KFS-NOMASQ-{secrets.token_hex(3).upper()}"
-    pod_cidr = ctx.variables["POD_CIDR"]
-    ctx.defer(f"remove iptables chain {chain}", lambda: _remove_rule(ctx, chain))
-    _iptables(ctx, "-N", chain)
-    _iptables(
-        ctx,
-        "-A",
-        chain,
-        "-s",
-        pod_cidr,
-        "-d",
-        OUTSIDE_NET,
-        "-m",
-        "comment",
-        "--comment",
-        "kfs mindtickle fault: no SNAT to the outside network",
-        "-j",
-        "ACCEPT",
+def _set_config(ctx: RunContext, manifest: str, cidrs: list[str], keeps_outside: bool) -> None:
+    """Write the owner's config from ``manifest``, wait until the node's rules
+    follow it, and forget established flows (they keep their old NAT mapping)."""
+    owner = ctx.state["owner"]
+    extra = {
+        "MASQ_NAMESPACE": owner.configmap_namespace,
+        "MASQ_CONFIGMAP": owner.configmap,
+        **config_variables(ctx.state["saved_config"], cidrs),
+    }
+    (cm,) = ctx.manifest(manifest, **extra)
+    start = time.monotonic()
+    snat.write_config(ctx.kube, owner, cm["data"][snat.CONFIG_KEY])
+    wait_for(
+        lambda: _chain_keeps_outside(ctx) == keeps_outside,
+        what=f"chain {owner.chain} on {ctx.state['node']} to follow the new config",
+        timeout=30,
+        interval=0.2,
     )
-    _iptables(ctx, "-I", "POSTROUTING", "1", "-j", chain)
-    # Established flows keep their old NAT mapping; forget them so the fault applies.
     ctx.node_shell.node_exec(
         ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
     )
-    ctx.state["chain"] = chain
-    ctx.log(f"node {ctx.state['node']}: {pod_cidr} -> {OUTSIDE_NET} leaves without SNAT")
+    ctx.log(
+        f"{owner.configmap_namespace}/{owner.configmap}: nonMasqueradeCIDRs [{', '.join(cidrs)}], "
+        f"on the node after {time.monotonic() - start:.1f}s"
+    )
+
+
+def inject(ctx: RunContext) -> None:
+    # The outside network is listed as if it routed pod addresses back: the
+    # node leaves that traffic un-NATed, as a wrong EXCLUDE_SNAT_CIDRS would.
+    wrong = [*kept_ranges(ctx.state["saved_config"]), OUTSIDE_NET]
+    _set_config(ctx, "fault.yaml", wrong, keeps_outside=True)
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
@@ -134,13 +174,9 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 
 
 def mitigate(ctx: RunContext) -> None:
-    _remove_rule(ctx, ctx.state["chain"])
-    ctx.node_shell.node_exec(
-        ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
-    )
-    rules = _iptables(ctx, "-S", "POSTROUTING")
-    if ctx.state["chain"] in rules:
-        raise RunError("the no-SNAT rule is still in POSTROUTING")
+    # The corrected list: only ranges that route pod addresses back stay.
+    wrong = [*kept_ranges(ctx.state["saved_config"]), OUTSIDE_NET]
+    _set_config(ctx, "mitigation.yaml", [c for c in wrong if c != OUTSIDE_NET], False)
 
 
 def verify(ctx: RunContext) -> dict[str, float]:

@@ -12,6 +12,7 @@ from failure_stories.core.errors import ProviderError
 from failure_stories.host import node_cpu
 from failure_stories.providers.capabilities import (
     CgroupReader,
+    EgressSnat,
     NodeFailure,
     NodeShell,
     OutsideNetwork,
@@ -87,6 +88,12 @@ class RunContext:
     def outside_network(self) -> OutsideNetwork:
         if not isinstance(self.provider, OutsideNetwork):
             raise self._lacks("outside-network")
+        return self.provider
+
+    @property
+    def egress_snat(self) -> EgressSnat:
+        if not isinstance(self.provider, EgressSnat):
+            raise self._lacks("egress-snat")
         return self.provider
 
     def _lacks(self, ability: str) -> ProviderError:

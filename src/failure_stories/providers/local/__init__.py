@@ -18,6 +18,7 @@ from failure_stories.host import iptables, locks, netns
 from failure_stories.host.commands import run
 from failure_stories.host.netns import OutsideHost
 from failure_stories.host.processes import Supervisor
+from failure_stories.providers import snat
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.kube import Kube
 from failure_stories.providers.local import (
@@ -223,6 +224,9 @@ class LocalProvider(Provider):
             if self.sup.thaw(controlplane.kwok_component(node)):
                 removed.append(f"the failure of node {node} (its kwok agent was frozen)")
         return removed
+
+    def snat_owner(self) -> snat.SnatOwner | None:
+        return snat.find(self.kube())
 
     def _masq_agent_gone(self) -> bool:
         try:
