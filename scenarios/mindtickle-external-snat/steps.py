@@ -8,10 +8,12 @@ from typing import Any
 
 import yaml
 
-from failure_stories import RunContext, RunError, snat, wait_for
+from failure_stories import RefusedError, RunContext, RunError, snat, wait_for, watch
 
 OUTSIDE_NET = "198.51.100.0/24"
 CALLS = 20
+# The agent polls its ConfigMap every second; an edit not on the node by then was not taken.
+APPLY_SECONDS = 30.0
 # What the masq agent (like ip-masq-agent) keeps un-NATed when its config lists nothing.
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
@@ -135,9 +137,10 @@ def _chain_keeps_outside(ctx: RunContext) -> bool:
     return any(f"-d {OUTSIDE_NET} " in r and r.endswith("-j RETURN") for r in rules.splitlines())
 
 
-def _set_config(ctx: RunContext, manifest: str, cidrs: list[str], keeps_outside: bool) -> None:
-    """Write the owner's config from ``manifest``, wait until the node's rules
-    follow it, and forget established flows (they keep their old NAT mapping)."""
+def _set_config(ctx: RunContext, manifest: str, cidrs: list[str], keeps_outside: bool) -> bool:
+    """Write the owner's config from ``manifest``, watch for the node's rules to
+    follow it, and forget established flows (they keep their old NAT mapping).
+    Whether the agent applied it in time."""
     owner = ctx.state["owner"]
     extra = {
         "MASQ_NAMESPACE": owner.configmap_namespace,
@@ -147,25 +150,32 @@ def _set_config(ctx: RunContext, manifest: str, cidrs: list[str], keeps_outside:
     (cm,) = ctx.manifest(manifest, **extra)
     start = time.monotonic()
     snat.write_config(ctx.kube, owner, cm["data"][snat.CONFIG_KEY])
-    wait_for(
+    applied = watch(
         lambda: _chain_keeps_outside(ctx) == keeps_outside,
+        every=0.2,
+        within=APPLY_SECONDS,
         what=f"chain {owner.chain} on {ctx.state['node']} to follow the new config",
-        timeout=30,
-        interval=0.2,
     )
     ctx.node_shell.node_exec(
         ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
     )
-    ctx.log(
-        f"{owner.configmap_namespace}/{owner.configmap}: nonMasqueradeCIDRs [{', '.join(cidrs)}], "
-        f"on the node after {time.monotonic() - start:.1f}s"
-    )
+    where = f"{owner.configmap_namespace}/{owner.configmap}"
+    listed = f"nonMasqueradeCIDRs [{', '.join(cidrs)}]"
+    if applied:
+        ctx.log(f"{where}: {listed}, on the node after {time.monotonic() - start:.1f}s")
+    else:
+        ctx.log(
+            f"{where}: {listed}, not on the node's chain {owner.chain} after {APPLY_SECONDS:g}s"
+        )
+    return applied
 
 
 def inject(ctx: RunContext) -> None:
     # The outside network is listed as if it routed pod addresses back: the
     # node leaves that traffic un-NATed, as a wrong EXCLUDE_SNAT_CIDRS would.
     wrong = [*kept_ranges(ctx.state["saved_config"]), OUTSIDE_NET]
+    # An agent that ignores the edit leaves the fault out: the symptom's calls
+    # then succeed and say so (not-reproduced), no error here.
     _set_config(ctx, "fault.yaml", wrong, keeps_outside=True)
 
 
@@ -176,7 +186,13 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 def mitigate(ctx: RunContext) -> None:
     # The corrected list: only ranges that route pod addresses back stay.
     wrong = [*kept_ranges(ctx.state["saved_config"]), OUTSIDE_NET]
-    _set_config(ctx, "mitigation.yaml", [c for c in wrong if c != OUTSIDE_NET], False)
+    if not _set_config(ctx, "mitigation.yaml", [c for c in wrong if c != OUTSIDE_NET], False):
+        owner = ctx.state["owner"]
+        raise RefusedError(
+            f"the SNAT owner did not apply the corrected list within {APPLY_SECONDS:g}s: "
+            f"chain {owner.chain} on {ctx.state['node']} still leaves {OUTSIDE_NET} un-NATed "
+            f"(see the logs of {owner.namespace}/{owner.daemonset})"
+        )
 
 
 def verify(ctx: RunContext) -> dict[str, float]:
