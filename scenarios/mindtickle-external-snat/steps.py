@@ -29,7 +29,6 @@ def setup(ctx: RunContext) -> None:
     ctx.log(f"pod egress SNAT owner: {owner}")
     # Saved before anything changes; whatever a later phase writes, teardown puts it back.
     saved = snat.read_config(ctx.kube, owner)
-    ctx.state["saved_config"] = saved
     ctx.defer(f"restore the config of {owner}", lambda: snat.write_config(ctx.kube, owner, saved))
     ctx.apply("baseline.yaml")
     wait_for(
@@ -137,15 +136,20 @@ def _chain_keeps_outside(ctx: RunContext) -> bool:
     return any(f"-d {OUTSIDE_NET} " in r and r.endswith("-j RETURN") for r in rules.splitlines())
 
 
-def _set_config(ctx: RunContext, manifest: str, cidrs: list[str], keeps_outside: bool) -> bool:
-    """Write the owner's config from ``manifest``, watch for the node's rules to
-    follow it, and forget established flows (they keep their old NAT mapping).
-    Whether the agent applied it in time."""
+def _edit_list(ctx: RunContext, manifest: str, keeps_outside: bool) -> bool:
+    """Edit the owner's current non-masquerade list (the outside network added
+    or taken out) through ``manifest``, watch for the node's rules to follow it,
+    and forget established flows (they keep their old NAT mapping). Whether the
+    agent applied it in time."""
     owner = ctx.state["owner"]
+    current = snat.read_config(ctx.kube, owner)
+    cidrs = [c for c in kept_ranges(current) if c != OUTSIDE_NET]
+    if keeps_outside:
+        cidrs.append(OUTSIDE_NET)
     extra = {
         "MASQ_NAMESPACE": owner.configmap_namespace,
         "MASQ_CONFIGMAP": owner.configmap,
-        **config_variables(ctx.state["saved_config"], cidrs),
+        **config_variables(current, cidrs),
     }
     (cm,) = ctx.manifest(manifest, **extra)
     start = time.monotonic()
@@ -173,10 +177,9 @@ def _set_config(ctx: RunContext, manifest: str, cidrs: list[str], keeps_outside:
 def inject(ctx: RunContext) -> None:
     # The outside network is listed as if it routed pod addresses back: the
     # node leaves that traffic un-NATed, as a wrong EXCLUDE_SNAT_CIDRS would.
-    wrong = [*kept_ranges(ctx.state["saved_config"]), OUTSIDE_NET]
     # An agent that ignores the edit leaves the fault out: the symptom's calls
     # then succeed and say so (not-reproduced), no error here.
-    _set_config(ctx, "fault.yaml", wrong, keeps_outside=True)
+    _edit_list(ctx, "fault.yaml", keeps_outside=True)
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
@@ -184,9 +187,9 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 
 
 def mitigate(ctx: RunContext) -> None:
-    # The corrected list: only ranges that route pod addresses back stay.
-    wrong = [*kept_ranges(ctx.state["saved_config"]), OUTSIDE_NET]
-    if not _set_config(ctx, "mitigation.yaml", [c for c in wrong if c != OUTSIDE_NET], False):
+    # The list as the platform team would correct it: the outside network out,
+    # every range that does route pod addresses back left as it is.
+    if not _edit_list(ctx, "mitigation.yaml", keeps_outside=False):
         owner = ctx.state["owner"]
         raise RefusedError(
             f"the SNAT owner did not apply the corrected list within {APPLY_SECONDS:g}s: "
