@@ -31,7 +31,7 @@ ip-masq-agent's: the three private ranges of RFC 1918 (10.0.0.0/8,
 172.16.0.0/12, 192.168.0.0/16) keep pod addresses, link-local does too, and
 the rules are resynced every 60 s (the ConfigMap is still polled every second).
 A config that does not parse or validate is refused in one log line and the
-last good rules stay. On SIGTERM the agent exits and leaves its rules, as
+last good rules stay (before any good one, the rules already on the node). On SIGTERM the agent exits and leaves its rules, as
 ip-masq-agent does: pod egress keeps working across an upgrade of the agent.
 Removing the chain is the cluster's cleanup, not the agent's.
 
@@ -384,9 +384,13 @@ class Agent:
         try:
             config = parse_config(text, source="configmap")
         except ConfigError as exc:
-            kept = "the last good rules stay" if self.config else "defaults until it is fixed"
+            # Before any good config (a restart), the node's rules are the last
+            # agent's: they stay too, as ip-masq-agent leaves them.
+            kept = (
+                "the last good rules stay" if self.config else "the node's rules stay as they are"
+            )
             self._complain(f"bad config, {kept}: {exc}")
-            return self.config or Config()
+            return self.config
         self._complaint = ""
         return config
 

@@ -167,6 +167,16 @@ def test_a_bad_config_keeps_the_last_good_rules_and_says_so_once():
     ]
 
 
+def test_a_bad_config_at_start_writes_nothing():
+    a, rules, logs = _agent(["masqLinkLocal: maybe\n"])
+    assert a.step() is False
+    assert rules.written == []
+    assert logs == [
+        "bad config, the node's rules stay as they are: masqLinkLocal must be true or false, "
+        "got 'maybe'"
+    ]
+
+
 def test_a_changed_config_is_written_at_the_next_poll_and_a_missing_one_means_defaults():
     a, rules, logs = _agent(
         [
