@@ -31,8 +31,9 @@ ip-masq-agent's: the three private ranges of RFC 1918 (10.0.0.0/8,
 172.16.0.0/12, 192.168.0.0/16) keep pod addresses, link-local does too, and
 the rules are resynced every 60 s (the ConfigMap is still polled every second).
 A config that does not parse or validate is refused in one log line and the
-last good rules stay (before any good one, the rules already on the node). On SIGTERM the agent exits and leaves its rules, as
-ip-masq-agent does: pod egress keeps working across an upgrade of the agent.
+last good rules stay (before any good one: the rules already on the node).
+On SIGTERM the agent exits and leaves its rules, as ip-masq-agent does: pod
+egress keeps working across an upgrade of the agent.
 Removing the chain is the cluster's cleanup, not the agent's.
 
 Standard library only: it runs from the toolbox image, which has python3 and
