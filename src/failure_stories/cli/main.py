@@ -48,11 +48,15 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 class KfsGroup(click.Group):
-    """Turns every KfsError into one line on stderr and a non-zero exit."""
+    """Turns every KfsError, and every bad argument or option of a command, into
+    one line on stderr and a non-zero exit."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            _fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
         except KfsError as exc:
             _fail(str(exc))
         except Interrupted as exc:
