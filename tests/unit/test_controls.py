@@ -324,3 +324,18 @@ def test_every_shipped_story_keeps_fault_event_and_measure_apart():
         if story.expose_step() is not None:
             assert story.meta.event, story.id
             assert story.meta.plan_for("expose"), story.id
+
+
+def test_a_drill_holds_the_symptoms_event_until_the_reveal(make_scenario, provider, tmp_path):
+    """A game day investigates a live fault: the failed node stays down while held."""
+    log = tmp_path / "log.txt"
+    folder = make_scenario(STEPS.format(log=str(log), window=WINDOW, mitigate="pass"))
+    story = scenarios.get("test-story", folder.parent)
+
+    def hold(_ctx: Any) -> None:
+        with log.open("a") as f:
+            f.write("hold\n")
+
+    report = Runner(provider, tmp_path / "reports", hold_fault=hold).run(story)
+    assert report.verdict == "passed"
+    assert log.read_text().split()[:5] == ["inject", "event-start", "hold", "event-end", "mitigate"]
