@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import json
-import secrets
+import time
 from typing import Any
 
-from failure_stories import RunContext, RunError, wait_for
+import yaml
+
+from failure_stories import RefusedError, RunContext, RunError, snat, wait_for, watch
 
 OUTSIDE_NET = "198.51.100.0/24"
 CALLS = 20
+# The agent polls its ConfigMap every second; an edit not on the node by then was not taken.
+APPLY_SECONDS = 30.0
+# What the masq agent (like ip-masq-agent) keeps un-NATed when its config lists nothing.
+RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
 def setup(ctx: RunContext) -> None:
+    owner = ctx.egress_snat.snat_owner()
+    if owner is None:
+        raise RunError(
+            f"no DaemonSet runs kfs's masq agent ({snat.SCRIPT}): the node's pod-egress SNAT "
+            "has no owner whose setting this story can change"
+        )
+    ctx.state["owner"] = owner
+    ctx.log(f"pod egress SNAT owner: {owner}")
+    # Saved before anything changes; whatever a later phase writes, teardown puts it back.
+    saved = snat.read_config(ctx.kube, owner)
+    ctx.defer(f"restore the config of {owner}", lambda: snat.write_config(ctx.kube, owner, saved))
     ctx.apply("baseline.yaml")
     wait_for(
         lambda: ctx.kube.ready_endpoints(ctx.namespace, "internal") == 1,
@@ -88,45 +105,81 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
     return _measure(ctx)
 
 
-def _iptables(ctx: RunContext, *args: str, check: bool = True) -> str:
-    return ctx.node_shell.node_exec(
-        ctx.state["node"], ["iptables", "-w", "-t", "nat", *args], check=check
+# -- the fault and the fix: two settings of the node's SNAT owner -----------------------
+
+
+def kept_ranges(config: str | None) -> list[str]:
+    """The ranges a masq agent config keeps un-NATed (the agent's defaults, RFC
+    1918, when there is no config or it lists none)."""
+    data = yaml.safe_load(config) if config else None
+    listed = data.get("nonMasqueradeCIDRs") if isinstance(data, dict) else None
+    return [str(c) for c in listed] if listed is not None else list(RFC1918)
+
+
+def config_variables(config: str | None, cidrs: list[str]) -> dict[str, str]:
+    """fault.yaml's and mitigation.yaml's variables: the owner's other settings
+    kept as they were, the non-masquerade list as given."""
+    data = yaml.safe_load(config) if config else None
+    data = data if isinstance(data, dict) else {}
+    return {
+        "NON_MASQUERADE_CIDRS": ", ".join(cidrs),
+        "MASQ_LINK_LOCAL": "true" if data.get("masqLinkLocal") is True else "false",
+        "RESYNC_INTERVAL": str(data.get("resyncInterval") or "60s"),
+    }
+
+
+def _chain_keeps_outside(ctx: RunContext) -> bool:
+    owner = ctx.state["owner"]
+    rules = ctx.node_shell.node_exec(
+        ctx.state["node"], ["iptables", "-w", "-t", "nat", "-S", owner.chain], check=False
     )
+    return any(f"-d {OUTSIDE_NET} " in r and r.endswith("-j RETURN") for r in rules.splitlines())
 
 
-def _remove_rule(ctx: RunContext, chain: str) -> None:
-    _iptables(ctx, "-D", "POSTROUTING", "-j", chain, check=False)
-    _iptables(ctx, "-F", chain, check=False)
-    _iptables(ctx, "-X", chain, check=False)
-
-
-def inject(ctx: RunContext) -> None:
-    chain = f"KFS-NOMASQ-{secrets.token_hex(3).upper()}"
-    pod_cidr = ctx.variables["POD_CIDR"]
-    ctx.defer(f"remove iptables chain {chain}", lambda: _remove_rule(ctx, chain))
-    _iptables(ctx, "-N", chain)
-    _iptables(
-        ctx,
-        "-A",
-        chain,
-        "-s",
-        pod_cidr,
-        "-d",
-        OUTSIDE_NET,
-        "-m",
-        "comment",
-        "--comment",
-        "kfs mindtickle fault: no SNAT to the outside network",
-        "-j",
-        "ACCEPT",
+def _edit_list(ctx: RunContext, manifest: str, keeps_outside: bool) -> bool:
+    """Edit the owner's current non-masquerade list (the outside network added
+    or taken out) through ``manifest``, watch for the node's rules to follow it,
+    and forget established flows (they keep their old NAT mapping). Whether the
+    agent applied it in time."""
+    owner = ctx.state["owner"]
+    current = snat.read_config(ctx.kube, owner)
+    cidrs = [c for c in kept_ranges(current) if c != OUTSIDE_NET]
+    if keeps_outside:
+        cidrs.append(OUTSIDE_NET)
+    extra = {
+        "MASQ_NAMESPACE": owner.configmap_namespace,
+        "MASQ_CONFIGMAP": owner.configmap,
+        **config_variables(current, cidrs),
+    }
+    (cm,) = ctx.manifest(manifest, **extra)
+    start = time.monotonic()
+    snat.write_config(ctx.kube, owner, cm["data"][snat.CONFIG_KEY])
+    applied = watch(
+        lambda: _chain_keeps_outside(ctx) == keeps_outside,
+        every=0.2,
+        within=APPLY_SECONDS,
+        what=f"chain {owner.chain} on {ctx.state['node']} to follow the new config",
     )
-    _iptables(ctx, "-I", "POSTROUTING", "1", "-j", chain)
-    # Established flows keep their old NAT mapping; forget them so the fault applies.
     ctx.node_shell.node_exec(
         ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
     )
-    ctx.state["chain"] = chain
-    ctx.log(f"node {ctx.state['node']}: {pod_cidr} -> {OUTSIDE_NET} leaves without SNAT")
+    where = f"{owner.configmap_namespace}/{owner.configmap}"
+    listed = f"nonMasqueradeCIDRs [{', '.join(cidrs)}]"
+    if applied:
+        ctx.log(f"{where}: {listed}, on the node after {time.monotonic() - start:.1f}s")
+    else:
+        ctx.log(
+            f"{where}: {listed}, not on the node's chain {owner.chain} after {APPLY_SECONDS:g}s"
+        )
+    return applied
+
+
+def inject(ctx: RunContext) -> None:
+    # The outside network is listed as if it routed pod addresses back: the
+    # node leaves that traffic un-NATed, as a wrong EXCLUDE_SNAT_CIDRS would.
+    # An agent that ignores the edit leaves the fault out: the symptom's calls
+    # then succeed and say so (not-reproduced), no error here.
+    _edit_list(ctx, "fault.yaml", keeps_outside=True)
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
@@ -134,13 +187,15 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 
 
 def mitigate(ctx: RunContext) -> None:
-    _remove_rule(ctx, ctx.state["chain"])
-    ctx.node_shell.node_exec(
-        ctx.state["node"], ["conntrack", "-D", "-d", ctx.state["outside"].address], check=False
-    )
-    rules = _iptables(ctx, "-S", "POSTROUTING")
-    if ctx.state["chain"] in rules:
-        raise RunError("the no-SNAT rule is still in POSTROUTING")
+    # The list as the platform team would correct it: the outside network out,
+    # every range that does route pod addresses back left as it is.
+    if not _edit_list(ctx, "mitigation.yaml", keeps_outside=False):
+        owner = ctx.state["owner"]
+        raise RefusedError(
+            f"the SNAT owner did not apply the corrected list within {APPLY_SECONDS:g}s: "
+            f"chain {owner.chain} on {ctx.state['node']} still leaves {OUTSIDE_NET} un-NATed "
+            f"(see the logs of {owner.namespace}/{owner.daemonset})"
+        )
 
 
 def verify(ctx: RunContext) -> dict[str, float]:

@@ -159,11 +159,21 @@ def setup(ctx: RunContext) -> None:
     ctx.variables["SINK_URL"] = f"http://{ip}:9200"
     sink = wait_for(lambda: _one_ready(ctx, "app=logsink"), what="the sink pod ready", timeout=60)
     ctx.state["sink_pod"] = sink.metadata.name
+    # The event's switch must work before any window relies on it.
+    on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
+    off = _sink(ctx, "/fault", {"reject": False})
+    if not on["rejecting"] or off["rejecting"]:
+        raise RunError("the sink did not switch its 429 fault on and off")
+    ctx.measure("fault_seconds", FAULT_SECONDS)
+    ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
     ctx.apply("baseline.yaml")
     ctx.kube.wait_pod_running(ctx.namespace, "app")
+    # Without the latent fault the shipper runs durable; each durable shipper keeps
+    # its own positions, so the fix does not resume from before the fault.
+    ctx.apply("mitigation.yaml", STATE_HOST_DIR=f"{host_dir}/setup")
     _wait_shipper_rollout(ctx)
     _wait_shipping(ctx)
-    ctx.log(f"app -> shipper (fragile) -> logsink {ctx.variables['SINK_URL']} on {node}")
+    ctx.log(f"app -> shipper (durable) -> logsink {ctx.variables['SINK_URL']} on {node}")
 
 
 # -- the measured window ---------------------------------------------------------------
@@ -206,17 +216,7 @@ def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
 
     if disrupt:
         sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the fault")
-        _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
-        ctx.log(f"sink rejects every bulk write with 429 for {FAULT_SECONDS}s")
-        sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
-        _restart_shipper(ctx, seen)
-        wait_for(
-            lambda: not _probe(ctx, seen)["rejecting"],
-            what="the sink accepting writes again",
-            timeout=FAULT_SECONDS + 60,
-            interval=SAMPLE_EVERY,
-        )
-        ctx.log("sink accepts writes again")
+        ctx.expose()
         sample(probe, every=SAMPLE_EVERY, duration=AFTER_FAULT_SECONDS, what="the recovery")
     else:
         sample(probe, every=SAMPLE_EVERY, duration=BASELINE_SECONDS, what="the baseline")
@@ -274,14 +274,32 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
 
 
 def inject(ctx: RunContext) -> None:
-    # The fault is timed inside the measured window (see manifests/fault.yaml);
-    # here we only check the sink can be switched, and switch it back.
-    on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
-    off = _sink(ctx, "/fault", {"reject": False})
-    if not on["rejecting"] or off["rejecting"]:
-        raise RunError("the sink did not switch its 429 fault on and off")
-    ctx.measure("fault_seconds", FAULT_SECONDS)
-    ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
+    """The latent fault: the shipper rolled out in its fragile configuration."""
+    ctx.apply("fault.yaml")
+    _wait_shipper_rollout(ctx)
+    _wait_shipping(ctx)
+    ctx.log("shipper rolled out in its fragile configuration")
+
+
+def expose(ctx: RunContext) -> None:
+    """The event: the backend answers 429 for FAULT_SECONDS, and the shipper pod is
+    restarted RESTART_AFTER_SECONDS into it (see manifests/fault.yaml)."""
+    seen: dict[str, Any] = {}
+
+    def probe() -> None:
+        _probe(ctx, seen)
+
+    _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
+    ctx.log(f"sink rejects every bulk write with 429 for {FAULT_SECONDS}s")
+    sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
+    _restart_shipper(ctx, seen)
+    wait_for(
+        lambda: not _probe(ctx, seen)["rejecting"],
+        what="the sink accepting writes again",
+        timeout=FAULT_SECONDS + 60,
+        interval=SAMPLE_EVERY,
+    )
+    ctx.log("sink accepts writes again")
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
@@ -289,7 +307,7 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 
 
 def mitigate(ctx: RunContext) -> None:
-    ctx.apply("mitigation.yaml")
+    ctx.apply("mitigation.yaml", STATE_HOST_DIR=f"{ctx.state['host_dir']}/fix")
     pod = _wait_shipper_rollout(ctx)
     ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
     args = ds.spec.template.spec.containers[0].command

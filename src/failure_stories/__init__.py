@@ -23,15 +23,17 @@ from failure_stories.core.errors import (
     NodeTooBusyError,
     PermanentError,
     ProviderError,
+    RefusedError,
     RunError,
     ScenarioDefinitionError,
     TransientError,
     WaitTimeout,
 )
-from failure_stories.core.wait import sample, wait_for
+from failure_stories.core.wait import sample, wait_for, watch
 from failure_stories.host.netns import OutsideHost
 from failure_stories.operator import redis_failover
 from failure_stories.operator.runtime import start_for_run as start_operator
+from failure_stories.providers import snat
 from failure_stories.providers.base import REAL_NODE_LABEL, SIMULATED_NODE_LABEL
 from failure_stories.providers.kube import pod_ready
 from failure_stories.run.context import RunContext
@@ -44,6 +46,7 @@ __all__ = [
     "OutsideHost",
     "PermanentError",
     "ProviderError",
+    "RefusedError",
     "RunContext",
     "RunError",
     "ScenarioDefinitionError",
@@ -52,6 +55,8 @@ __all__ = [
     "pod_ready",
     "redis_failover",
     "sample",
+    "snat",
     "start_operator",
     "wait_for",
+    "watch",
 ]

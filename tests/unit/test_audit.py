@@ -828,6 +828,20 @@ def test_non_masquerade_cidrs_beyond_the_cluster_are_flagged(cidr: str, severity
         assert cidr in found[0].message
 
 
+def test_the_kfs_masq_agents_config_is_audited_as_ip_masq_agents_is():
+    """MindTickle's own fault, as the local cluster holds it mid-run: the agent's
+    ConfigMap in ip-masq-agent's format, under its own name."""
+    config = "nonMasqueradeCIDRs: [10.244.0.0/16, 10.96.0.0/16, 198.51.100.0/24]\n"
+    cm = {"metadata": {"name": "kfs-masq-agent", "namespace": "kube-system"}}
+    found = _snat(configmaps=[{**cm, "data": {"config": config}}])
+    assert [(f.object, f.severity) for f in found] == [
+        ("ConfigMap/kube-system/kfs-masq-agent", A.HIGH)
+    ]
+    assert "198.51.100.0/24" in found[0].message
+    fixed = config.replace(", 198.51.100.0/24", "")
+    assert _snat(configmaps=[{**cm, "data": {"config": fixed}}]) == []
+
+
 def _aws_node(env: list[Obj]) -> Obj:
     spec = {
         **SAFE_SPEC,

@@ -54,7 +54,7 @@ def test_only_the_existing_provider_never_deletes_and_only_kind_is_per_story(tmp
 def test_the_shipped_stories_name_what_they_need():
     needs = {s.id: s.meta.needs for s in scenarios.discover().values()}
     assert needs["moonlight-anti-affinity"] == ("node-failure",)
-    assert needs["mindtickle-external-snat"] == ("node-shell", "outside-network")
+    assert needs["mindtickle-external-snat"] == ("node-shell", "outside-network", "egress-snat")
     assert all(set(n) <= set(CAPABILITIES) for n in needs.values())
 
 

@@ -46,7 +46,7 @@ def test_list_describe_and_dry_run_print_one_document(output: str) -> None:
     (plan,) = plans
     assert plan["scenario"] == "moonlight-anti-affinity" and plan["dry_run"] is True
     assert list(plan["phases"]) == list(scenarios.PHASES)
-    assert "Deployment/web" in plan["phases"]["setup"][1]["objects"]
+    assert "Deployment/web" in plan["phases"]["setup"][0]["objects"]
 
 
 def test_the_older_json_flag_still_works() -> None:

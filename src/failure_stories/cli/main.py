@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -20,6 +19,8 @@ from failure_stories.cli.operator import operator_group
 from failure_stories.cli.options import ClusterOptions, cluster_options
 from failure_stories.cli.output import emit, json_alias, output_option
 from failure_stories.contract import scenario as scenarios
+from failure_stories.contract.controls import CONTROLS
+from failure_stories.contract.controls import NAMES as CONTROL_NAMES
 from failure_stories.core.errors import (
     EXIT_INFRASTRUCTURE,
     EXIT_INTERRUPTED,
@@ -34,13 +35,14 @@ from failure_stories.reporting.compare import compare
 from failure_stories.reporting.html import write_html
 from failure_stories.reporting.model import (
     ScenarioReport,
+    attach_controls,
     read_reports,
     write_json,
     write_junit,
 )
 from failure_stories.reporting.pushgateway import gateway_url, push
 from failure_stories.run.events import Event, EventKind
-from failure_stories.run.session import Session
+from failure_stories.run.session import Session, refuse_uncontrollable
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -113,11 +115,12 @@ class KfsGroup(click.Group):
 
 
 def exit_code(reports: list[ScenarioReport]) -> int:
-    """1 if a story's verdict failed, else 3 if one could not be judged, else 0."""
-    verdicts = {r.verdict for r in reports}
-    if verdicts & {"not-reproduced", "not-fixed"}:
+    """1 if a story's verdict failed (or a control did not end as it must), else 3
+    if a run could not be judged, else 0."""
+    wrong = [r for r in reports if not r.as_expected]
+    if any(r.verdict != "error" for r in wrong):
         return EXIT_VERDICT_FAILED
-    return EXIT_INFRASTRUCTURE if "error" in verdicts else 0
+    return EXIT_INFRASTRUCTURE if wrong else 0
 
 
 @click.group(
@@ -178,10 +181,12 @@ def describe(scenario_id: str, output: str) -> None:
     for label, text in (
         ("Story", m.story),
         ("Fault", m.fault),
+        ("The event that exposes it", m.event),
         ("Symptom", m.symptom),
         ("Mitigation", m.mitigation),
     ):
-        console.print(f"[bold]{label}[/bold]\n{text}\n")
+        if text:
+            console.print(f"[bold]{label}[/bold]\n{text}\n")
     if m.needs:
         console.print(f"[bold]Needs from the provider[/bold]\n{', '.join(m.needs)}\n")
     table = Table(title="What is measured")
@@ -223,7 +228,10 @@ class Progress:
 
 def _summary(reports: list[ScenarioReport], console: Console = console) -> None:
     table = Table(title="Summary")
-    for col in ("scenario", "verdict", "seconds", "key numbers"):
+    controls = any(r.control for r in reports)
+    for col in ("scenario", *(("run", "as expected") if controls else ()), "verdict"):
+        table.add_column(col, overflow="fold")
+    for col in ("seconds", "key numbers"):
         table.add_column(col, overflow="fold")
     for rep in reports:
         numbers = []
@@ -237,13 +245,33 @@ def _summary(reports: list[ScenarioReport], console: Console = console) -> None:
                         f"{k}={v.value:g}" for k, v in p.measurements.items() if v.threshold
                     )
                 )
+        run_cells = (
+            (
+                rep.control or "story",
+                ("yes" if rep.as_expected else "NO") + f" (must be {rep.expected_verdict})",
+            )
+            if controls
+            else ()
+        )
         table.add_row(
             rep.scenario,
+            *run_cells,
             f"[{VERDICT_STYLE[rep.verdict]}]{rep.verdict}[/]",
             f"{rep.seconds:.1f}",
-            "\n".join(numbers) or (rep.error or ""),
+            "\n".join(numbers) or (rep.reason or rep.error or ""),
         )
     console.print(table)
+
+
+def _controls(control: tuple[str, ...], with_controls: bool) -> list[str | None]:
+    """The runs of each story: itself (None), and the negative controls asked for."""
+    if control and with_controls:
+        raise click.UsageError("give --control or --with-controls, not both")
+    if with_controls:
+        return [None, *CONTROL_NAMES]
+    if control:
+        return list(dict.fromkeys(control))
+    return [None]
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -282,6 +310,20 @@ def _summary(reports: list[ScenarioReport], console: Console = console) -> None:
     help="Also push each story's verdict and measurements as Prometheus metrics to the "
     "Pushgateway at URL (job kfs, one group per scenario).",
 )
+@click.option(
+    "--control",
+    "control",
+    type=click.Choice(CONTROL_NAMES),
+    multiple=True,
+    help="Run a negative control instead of the story (repeatable): no-fault withholds "
+    "the fault and must end not-reproduced; no-fix withholds the mitigation and must "
+    "end not-fixed. Reports: DIR/<id>--<control>.json.",
+)
+@click.option(
+    "--with-controls",
+    is_flag=True,
+    help="Run each story and both of its controls; the story's report lists the controls.",
+)
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
@@ -292,26 +334,33 @@ def run(
     jobs: int,
     output: str,
     pushgateway: str | None,
+    control: tuple[str, ...],
+    with_controls: bool,
 ) -> None:
     """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
 
     -o json|yaml prints the reports (or, with --dry-run, the plans) on stdout and
-    the progress on stderr. Exit code 0 only if every scenario passed."""
+    the progress on stderr. Exit code 0 only if every story passed and every
+    control ended with the verdict it must (no-fault: not-reproduced, no-fix:
+    not-fixed)."""
     gateway = gateway_url(pushgateway) if pushgateway is not None else None
     if run_all and scenario_ids:
         raise click.UsageError("give scenario ids or --all, not both")
     if not run_all and not scenario_ids:
         raise click.UsageError("name at least one scenario (see `kfs list`) or pass --all")
+    controls = _controls(control, with_controls)
     chosen = (
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
     for s in chosen:
         s.check()  # a broken story is refused before any cluster is touched
+    refuse_uncontrollable(chosen, controls)
     if dry_run:
         if output != "table":
-            emit([plan(s) for s in chosen], output)
+            emit([plan(s, c) for s in chosen for c in controls], output)
         for s in chosen if output == "table" else ():
-            print_plan(s)
+            for c in controls:
+                print_plan(s, c)
         return
     out = console if output == "table" else err  # stdout stays one document
     prov = cluster.get(keep_cluster=keep_cluster)
@@ -330,19 +379,23 @@ def run(
     ses.check(chosen)  # abilities and the context guard, before the cluster is touched
     _writable(report_dir)
     with ses:
-        if jobs > 1 and len(chosen) > 1:
+        if jobs > 1 and len(chosen) * len(controls) > 1:
             extra = cluster.argv()
-            width = max(len(s.id) for s in chosen)
+            width = max(len(s.id) for s in chosen) + max(
+                len(f"--{c}") if c else 0 for c in controls
+            )
 
-            def say(scenario_id: str, line: str) -> None:
-                out.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
+            def say(key: str, line: str) -> None:
+                out.print(f"{key:<{width}} | {line}", markup=False, soft_wrap=True)
 
-            ses.run_parallel(chosen, jobs, extra, say)
+            ses.run_parallel(chosen, jobs, extra, say, controls=controls)
         else:
             ses.reach()
             for s in chosen:
-                out.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
-                ses.run(s)
+                for c in controls:
+                    what = f" ({c} control: must end {CONTROLS[c].expects})" if c else ""
+                    out.print(f"[bold]{s.id}[/bold]: {s.meta.title}{what}")
+                    ses.run(s, control=c)
     reports = ses.reports
     _summary(reports, out)
     out.print(f"reports: {report_dir}/")
@@ -438,6 +491,8 @@ def report(report_dir: Path, compare_dirs: tuple[Path, Path] | None) -> None:
         _compare(*compare_dirs)
         return
     reports = _reports_in(report_dir, "--report-dir")
+    for story in attach_controls(reports):  # controls run later, in another session
+        write_json(story, report_dir)
     junit, page = write_junit(reports, report_dir), write_html(reports, report_dir)
     console.print(f"{len(reports)} reports -> {junit}, {page}")
 
@@ -508,11 +563,18 @@ def _writable(report_dir: Path, option: str = "--report-dir") -> None:
         ) from None
 
 
-def plan(s: scenarios.Scenario) -> dict[str, Any]:
+def plan(s: scenarios.Scenario, control: str | None = None) -> dict[str, Any]:
     """The dry run: the declared changes per phase and the objects they apply."""
+    withheld = CONTROLS[control].withholds if control else None
+    event = s.meta.plan_for("expose")
     phases: dict[str, list[dict[str, Any]]] = {}
     for phase in scenarios.PHASES:
+        if phase == withheld:
+            phases[phase] = [{"step": f"withheld by the {control} control", "objects": []}]
+            continue
         steps = s.meta.plan_for(phase)
+        if phase in ("symptom", "verify") and event:
+            steps = (*(f"the event: {e}" for e in event), *steps)
         if phase == "teardown":
             steps = (*steps, "delete the run's namespace and undo every change above")
         phases[phase] = [
@@ -520,19 +582,24 @@ def plan(s: scenarios.Scenario) -> dict[str, Any]:
                 "step": step,
                 "objects": [
                     str(obj)
-                    for name in re.findall(r"[\w.-]+\.yaml", step)
+                    for name in scenarios.manifest_names(step)
                     if (s.manifests / name).is_file()
                     for obj in scenarios.manifest_objects(s.manifests / name)
                 ],
             }
             for step in steps
         ]
-    return {"scenario": s.id, "dry_run": True, "phases": phases}
+    return {"scenario": s.id, "control": control, "dry_run": True, "phases": phases}
 
 
-def print_plan(s: scenarios.Scenario) -> None:
-    console.print(f"[bold]{s.id}[/bold] (dry run: nothing is changed)")
-    for phase, steps in plan(s)["phases"].items():
+def print_plan(s: scenarios.Scenario, control: str | None = None) -> None:
+    what = f", {control} control" if control else ""
+    console.print(f"[bold]{s.id}[/bold] (dry run{what}: nothing is changed)")
+    withheld = CONTROLS[control].withholds if control else None
+    for phase, steps in plan(s, control)["phases"].items():
+        if phase == withheld:
+            console.print(f"  [cyan]{phase}[/cyan]: withheld by the {control} control")
+            continue
         console.print(f"  [cyan]{phase}[/cyan]")
         for step in steps:
             console.print(f"    - {step['step']}", markup=False)

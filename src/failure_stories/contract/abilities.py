@@ -11,4 +11,5 @@ ABILITIES = (
     "outside-network",
     "image-loading",
     "operator-host",
+    "egress-snat",
 )

@@ -12,6 +12,16 @@ from collections.abc import Callable
 SCENARIO_CHAIN = re.compile(r"^KFS-")
 TABLES = ("filter", "nat", "mangle")
 
+
+def excluding(pattern: re.Pattern[str], names: tuple[str, ...]) -> re.Pattern[str]:
+    """``pattern`` without the chains named ``names`` (a cluster addon's, kept while
+    it runs: the KFS-MASQ-AGENT chain of the local masq agent)."""
+    if not names:
+        return pattern
+    others = "|".join(re.escape(n) for n in names)
+    return re.compile(f"(?!(?:{others})$){pattern.pattern}")
+
+
 # Runs one command on the node and returns its stdout (host.commands.run's shape).
 Run = Callable[..., str]
 

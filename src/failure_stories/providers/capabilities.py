@@ -12,6 +12,7 @@ provider that lacks one, instead of failing half-way through a fault.
     outside-network  OutsideNetwork   netns on the host  -               netns in the agent
     image-loading    ImageLoader      containerd import  kind load       -
     operator-host    OperatorHost     this checkout      -               -
+    egress-snat      EgressSnat       the masq addon     kind CNI's      the user's masq agent
 
 The node agent (providers.agent) is how a cluster kfs did not build is reached:
 a privileged pod per node and run, every change journalled on the cluster.
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from failure_stories.host.netns import OutsideHost
+    from failure_stories.providers.snat import SnatOwner
 
 
 @runtime_checkable
@@ -74,6 +76,15 @@ class OperatorHost(Protocol):
         """Where the operator's state directory lives (KFS_STATE of its process)."""
 
 
+@runtime_checkable
+class EgressSnat(Protocol):
+    """Pod egress SNAT is owned by kfs's masq agent (providers.snat), whose
+    ConfigMap a story may change."""
+
+    def snat_owner(self) -> SnatOwner | None:
+        """The masq agent DaemonSet of the cluster, or None if it runs none."""
+
+
 # One interface per ability a story may name (contract.abilities), same order.
 CAPABILITIES: dict[str, type] = {
     "node-shell": NodeShell,
@@ -82,6 +93,7 @@ CAPABILITIES: dict[str, type] = {
     "outside-network": OutsideNetwork,
     "image-loading": ImageLoader,
     "operator-host": OperatorHost,
+    "egress-snat": EgressSnat,
 }
 
 

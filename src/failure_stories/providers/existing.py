@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from failure_stories.core.errors import ClusterUnreachableError, GuardRefusedError, ProviderError
-from failure_stories.providers import fit
+from failure_stories.providers import fit, snat
 from failure_stories.providers.agent import NodeAgent, revert
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.kube import Kube
@@ -112,6 +112,9 @@ class ExistingProvider(Provider):
     def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
         """What the agents of dead runs journalled, undone from wherever kfs runs."""
         return revert(self.kube(), active=self.locks().run_active, only=runs)
+
+    def snat_owner(self) -> snat.SnatOwner | None:
+        return snat.find(self.kube())
 
     def stop_node(self, node: str) -> None:
         self.agent.freeze_kubelet(node)

@@ -1,7 +1,9 @@
 """Does a cluster kfs did not build have what a story needs? Answered before the
 run starts, in one line that says what is missing and where: enough schedulable
 nodes, nodes that run containers (a node agent cannot live on a simulated
-one), and the user's right to create namespaces, pods and pods/exec."""
+one), the masq agent as the SNAT owner for a story that changes pod egress
+(kfs deploys none on a cluster it did not build), and the user's right to
+create namespaces, pods and pods/exec."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from failure_stories.core.errors import GuardRefusedError, ProviderError
+from failure_stories.providers import snat
 
 if TYPE_CHECKING:
     from failure_stories.contract.scenario import Scenario
@@ -54,6 +57,12 @@ def check(kube: Kube, scenario: Scenario, context: str, node_abilities: tuple[st
                 f"schedulable nodes that run containers; context {context} has {len(real)}"
                 + (f" ({', '.join(fake)} are simulated)" if fake else "")
             )
+    if "egress-snat" in scenario.meta.needs and snat.find(kube) is None:
+        raise GuardRefusedError(
+            f"{scenario.id} changes the node's pod-egress SNAT through kfs's masq agent "
+            f"(images/workloads/{snat.SCRIPT}, ip-masq-agent's config), and no DaemonSet of "
+            f"context {context} runs it: run the agent as your SNAT owner, or skip this story"
+        )
     if any(n in node_abilities for n in scenario.meta.needs) and all(simulated(n) for n in nodes):
         raise ProviderError(
             f"{scenario.id} reaches a node through the node agent, but every schedulable node "

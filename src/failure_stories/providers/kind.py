@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from failure_stories.core import paths
 from failure_stories.core.errors import ClusterUnreachableError, DefinitionError, MissingToolError
 from failure_stories.host.commands import run
+from failure_stories.providers import snat
 from failure_stories.providers.base import (
     REAL_NODE_LABEL,
     SIMULATED_NODE_LABEL,
@@ -178,3 +179,7 @@ class KindProvider(Provider):
 
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         return run(["docker", "exec", node, *argv], check=check)
+
+    def snat_owner(self) -> snat.SnatOwner | None:
+        """The kind CNI DaemonSet's masq agent container (chain KIND-MASQ-AGENT)."""
+        return snat.find(self.kube())

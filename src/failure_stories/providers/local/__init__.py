@@ -11,15 +11,24 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from failure_stories.core.errors import ClusterUnreachableError, ProviderError
+from kubernetes.client.rest import ApiException
+
+from failure_stories.core.errors import ClusterUnreachableError, KfsError, ProviderError
 from failure_stories.core.wait import wait_for
-from failure_stories.host import locks, netns
+from failure_stories.host import iptables, locks, netns
 from failure_stories.host.commands import run
 from failure_stories.host.netns import OutsideHost
 from failure_stories.host.processes import Supervisor
+from failure_stories.providers import snat
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.kube import Kube
-from failure_stories.providers.local import binaries, controlplane, hostnet, simulated
+from failure_stories.providers.local import (
+    binaries,
+    controlplane,
+    hostnet,
+    masq_addon,
+    simulated,
+)
 from failure_stories.providers.local import layout as L
 from failure_stories.providers.local.node import CGROUP_ROOT, RealNode
 
@@ -107,6 +116,19 @@ class LocalProvider(Provider):
             timeout=90,
         )
         simulated.ensure_capacity(kube)
+        self._ensure_masq_agent(kube)
+
+    def _ensure_masq_agent(self, kube: Kube) -> None:
+        """The node's pod-egress SNAT owner, its rules in place before any run's pods."""
+        from failure_stories.images import TOOLBOX_IMAGE
+
+        masq_addon.ensure(kube, TOOLBOX_IMAGE)
+        wait_for(
+            lambda: masq_addon.CHAIN in hostnet.our_chains().get("nat", []),
+            what=f"the masq agent's chain {masq_addon.CHAIN}",
+            timeout=30,
+            interval=0.5,
+        )
 
     def down(self) -> None:
         with self._cluster_lock():
@@ -196,12 +218,27 @@ class LocalProvider(Provider):
     pod_cidr = L.CLUSTER_CIDR
 
     def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
-        removed = hostnet.sweep_iptables(hostnet.SCENARIO_CHAIN)
+        # The masq agent's chain is the cluster's, not a run's: it is swept only
+        # once the agent is gone (while it runs, pod egress depends on it).
+        keep = () if self._masq_agent_gone() else (masq_addon.CHAIN,)
+        removed = hostnet.sweep_iptables(iptables.excluding(hostnet.SCENARIO_CHAIN, keep))
         removed += [f"outside host {name}" for name in netns.sweep()]
         for node in L.SIMULATED_NODES:  # a run killed mid-failure leaves a node frozen
             if self.sup.thaw(controlplane.kwok_component(node)):
                 removed.append(f"the failure of node {node} (its kwok agent was frozen)")
         return removed
+
+    def snat_owner(self) -> snat.SnatOwner | None:
+        return snat.find(self.kube())
+
+    def _masq_agent_gone(self) -> bool:
+        try:
+            self.kube().apps.read_namespaced_daemon_set(masq_addon.NAME, masq_addon.NAMESPACE)
+        except ApiException as exc:
+            return bool(exc.status == 404)
+        except KfsError:
+            return False  # cannot tell: keep it
+        return False
 
     def outside_host(self, subnet: str, node: str = L.REAL_NODE) -> OutsideHost:
         if node != L.REAL_NODE:

@@ -27,6 +27,8 @@ CGROUP_ROOT = "kfs"  # kubelet's pods go under /sys/fs/cgroup/<controller>/kfs
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CONTAINERD_NS = "k8s.io"
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+CONFLIST = "05-kfs.conflist"
+OLD_CONFLIST = "10-kfs.conflist"  # the bridge masqueraded pod egress then
 
 
 def _cni_bin_dir() -> str:
@@ -104,9 +106,9 @@ state = "{RUN_DIR / "containerd"}"
                     "type": "bridge",
                     "bridge": L.BRIDGE,
                     "isGateway": True,
-                    # The node SNATs pod traffic that leaves the pod network, as a
-                    # cloud node does; the SNAT story switches this off per destination.
-                    "ipMasq": True,
+                    # Pod egress SNAT is the masq agent's (masq_addon), a component
+                    # whose setting stories change, as on a cloud node.
+                    "ipMasq": False,
                     "hairpinMode": True,
                     "ipam": {
                         "type": "host-local",
@@ -121,7 +123,10 @@ state = "{RUN_DIR / "containerd"}"
                 {"type": "firewall", "backend": "iptables"},
             ],
         }
-        _write_if_changed(net / "10-kfs.conflist", json.dumps(conflist, indent=2))
+        _write_if_changed(net / CONFLIST, json.dumps(conflist, indent=2))
+        # containerd uses the first file by name: an older kfs on this host that
+        # rewrites the old name (bridge masquerading) must not take over new pods.
+        (net / OLD_CONFLIST).unlink(missing_ok=True)
 
     def _kubelet_config(self) -> Path:
         pki = self.paths.pki
