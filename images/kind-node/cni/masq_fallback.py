@@ -25,7 +25,8 @@ def main() -> None:
     while True:
         text = "*nat\n" + "\n".join(rules) + "\nCOMMIT\n"
         subprocess.run(["iptables-restore", "--noflush"], input=text, text=True, check=True)
-        if subprocess.run(["iptables", "-t", "nat", "-C", *jump], check=False).returncode:
+        check = ["iptables", "-t", "nat", "-C", *jump]
+        if subprocess.run(check, check=False, stderr=subprocess.DEVNULL).returncode:
             subprocess.run(["iptables", "-t", "nat", "-A", *jump], check=True)
         time.sleep(5)
 

@@ -81,8 +81,10 @@ NODE_PACKAGES: tuple[str, ...] = (
 )
 # The kube-proxy and CNI agent images run iptables and python3: the toolbox's base.
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-BINARIES = (*CONTROL_PLANE, "kube-proxy", "kubeadm", "kubelet", "kubectl", "etcd", "crictl")
-TOOLS = (*BINARIES, "coredns")
+PRELOADED_TOOLS = (*CONTROL_PLANE, "kube-proxy", "etcd", "coredns")
+NODE_TOOLS = ("kubeadm", "kubelet", "kubectl", "crictl")
+# What the local provider's binaries module builds (coredns is built apart).
+BINARIES = (*CONTROL_PLANE, "kube-proxy", "etcd", *NODE_TOOLS)
 
 
 @dataclass(frozen=True)
@@ -109,24 +111,40 @@ def _file_digest(path: Path) -> bytes:
     return h.digest()
 
 
-def node_key(inputs: NodeInputs) -> str:
-    """sha256 of every input: the recipe, both base layers' keys, each binary,
-    each file of images/kind-node, the pause source and the masquerade agent."""
-    h = hashlib.sha256()
-    h.update(f"{RECIPE_VERSION}\0{KUBERNETES_VERSION}\0{ETCD_TAG}\0{COREDNS_TAG}\0".encode())
-    h.update(base_key(NODE_PACKAGES).encode())
-    h.update(base_key().encode())
-    for name in TOOLS:
-        h.update(f"\0tool {name}\0".encode())
-        h.update(_file_digest(inputs.tools[name]))
-    for path in sorted(p for p in inputs.files.rglob("*") if p.is_file()):
+def _hash_files(h: hashlib._Hash, folder: Path) -> None:
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if "__pycache__" in path.parts:
             continue
-        rel = path.relative_to(inputs.files).as_posix()
+        rel = path.relative_to(folder).as_posix()
         h.update(f"\0file {rel} {int(bool(path.stat().st_mode & 0o111))}\0".encode())
         h.update(_file_digest(path))
+
+
+def preload_key(inputs: NodeInputs) -> str:
+    """sha256 of what /var/lib/containerd holds: the images' binaries, the
+    toolbox base, the CNI agent, the masquerade agent and the pause source."""
+    h = hashlib.sha256()
+    h.update(f"{RECIPE_VERSION}\0{KUBERNETES_VERSION}\0{ETCD_TAG}\0{COREDNS_TAG}\0".encode())
+    h.update(base_key().encode())
+    for name in PRELOADED_TOOLS:
+        h.update(f"\0tool {name}\0".encode())
+        h.update(_file_digest(inputs.tools[name]))
+    _hash_files(h, inputs.files / "cni")
     h.update(b"\0masq\0" + _file_digest(inputs.masq_source()))
     h.update(pause_key(IMAGES_DIR / "pause" / "pause.c").encode())
+    return h.hexdigest()
+
+
+def node_key(inputs: NodeInputs) -> str:
+    """sha256 of every input: the preload's key, the node's base layer, the
+    node's own binaries and each file of images/kind-node."""
+    h = hashlib.sha256()
+    h.update(preload_key(inputs).encode())
+    h.update(base_key(NODE_PACKAGES).encode())
+    for name in NODE_TOOLS:
+        h.update(f"\0tool {name}\0".encode())
+        h.update(_file_digest(inputs.tools[name]))
+    _hash_files(h, inputs.files)
     return h.hexdigest()
 
 
@@ -297,14 +315,14 @@ def build_node_image(
     with locked(cache):
         base = build_base_layer(cache, log, packages=NODE_PACKAGES, name="kind-node-base")
         node_tar = cache / f"kind-node-{key[:16]}.node.tar"
-        preload = cache / f"kind-node-{key[:16]}.preload.tar"
+        preload = cache / f"kind-node-preload-{preload_key(inputs)[:16]}.tar"
         if not node_tar.is_file():
             _node_layer(inputs, node_tar)
         if not preload.is_file():
             log(f"{NODE_IMAGE}: preloading the cluster's images into containerd")
             _preload(inputs, cache, preload, log)
         prune(cache, "kind-node-*.node.tar", {node_tar})
-        prune(cache, "kind-node-*.preload.tar", {preload})
+        prune(cache, "kind-node-preload-*.tar", {preload})
         ctx = cache / "kind-node-context"
         if ctx.exists():
             shutil.rmtree(ctx)
