@@ -222,6 +222,17 @@ def stop_engine_if_ours() -> list[str]:
     return done
 
 
+def cleanup_if_idle() -> list[str]:
+    """`kfs cleanup`'s part: the dockerd kfs started, once no container is left
+    in it (a kind cluster still running keeps it), or what a crashed one left."""
+    if not started_by_kfs():
+        return stop_engine_if_ours()  # nothing, unless a dead dockerd left its changes
+    out = commands.run([docker(), "ps", "-aq"], check=False, what="docker ps")
+    if out.split():
+        return [f"kept dockerd: {len(out.split())} containers are still in it"]
+    return stop_engine_if_ours()
+
+
 def _local_cluster_running() -> bool:
     local = Supervisor(Path(os.environ.get("KFS_STATE", "/var/lib/kfs/local")))
     return any(local.alive(name) for name in local.names())
