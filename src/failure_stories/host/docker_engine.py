@@ -50,6 +50,7 @@ SYSCTLS = {
     "fs.inotify.max_user_watches": 524288,
 }
 RUNTIME = "kfs-runc"
+LIB_MODULES = Path("/lib/modules")
 
 
 def state_dir() -> Path:
@@ -121,6 +122,11 @@ def _prepare_host(root: Path) -> None:
         if have < want:
             changes.setdefault("sysctls", {}).setdefault(name, have)
             path.write_text(f"{want}\n")
+    # kind mounts /lib/modules into every node, and Docker would create it if
+    # missing; this host has none. Made here so that it is recorded and undone.
+    if not LIB_MODULES.exists():
+        LIB_MODULES.mkdir(parents=True)
+        changes["created_lib_modules"] = True
     # Kept from the first start: a crashed dockerd's rules must not count as the host's.
     changes.setdefault("forward_policy", _forward_policy())
     changes.setdefault("rules_before", {t: _rules(t) for t in ("filter", "nat")})
@@ -218,6 +224,10 @@ def stop_engine_if_ours() -> list[str]:
                 continue
             _sysctl_path(name).write_text(f"{old}\n")
             done.append(f"restored {name}={old}")
+        if changes.get("created_lib_modules") and LIB_MODULES.is_dir():
+            with contextlib.suppress(OSError):  # kept if something was put in it
+                LIB_MODULES.rmdir()
+                done.append(f"removed the empty {LIB_MODULES} it made")
         _changes_file().unlink(missing_ok=True)
     return done
 
