@@ -53,6 +53,8 @@ from failure_stories.images.oci import (
 )
 from failure_stories.images.rootfs import _require, base_key, build_base_layer
 
+Log = Callable[[str], None]
+
 KUBERNETES_VERSION = "v1.34.4"
 NODE_IMAGE = f"localhost/kfs/kind-node:{KUBERNETES_VERSION}"
 CNI_IMAGE = "localhost/kfs/kind-cni:v1"
@@ -172,7 +174,7 @@ def check_versions(tools: Mapping[str, Path]) -> None:
         raise ProviderError(f"{tools['kubelet']} is {kubelet}, expected {KUBERNETES_VERSION}")
 
 
-def _layer_of(files: Mapping[str, Path], out: Path, links: Mapping[str, str] = {}) -> Blob:
+def _layer_of(files: Mapping[str, Path], out: Path, links: Mapping[str, str] | None = None) -> Blob:
     """A layer holding ``files`` (path in image -> source) and symlinks, root-owned."""
     with tempfile.TemporaryDirectory(dir=out.parent, prefix="layer-") as tmp:
         root = Path(tmp)
@@ -183,7 +185,7 @@ def _layer_of(files: Mapping[str, Path], out: Path, links: Mapping[str, str] = {
                 dest.mkdir(exist_ok=True)
             else:
                 shutil.copy2(src, dest)
-        for rel, target in links.items():
+        for rel, target in (links or {}).items():
             dest = root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.symlink_to(target)
@@ -286,9 +288,6 @@ def _node_layer(inputs: NodeInputs, out: Path) -> Blob:
             "opt/cni/bin": "/usr/lib/cni",
         }
         return _layer_of(files, out, links)
-
-
-Log = Callable[[str], None]
 
 
 def image_key_in_docker(docker: str, ref: str = NODE_IMAGE) -> str | None:
