@@ -128,6 +128,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     _assert_nothing_left(volumes_before, node_ips)
 
 
+def test_dockerd_leaves_the_hosts_forward_policy_alone(cluster: Cluster) -> None:
+    # A DROP policy would silently cut the local cluster's pods on this same host.
+    policy = commands.run(["iptables", "-w", "-S", "FORWARD"]).splitlines()[0]
+    assert policy == "-P FORWARD ACCEPT"
+
+
 def test_all_four_nodes_ready_quickly(cluster: Cluster) -> None:
     ready = kind_bench.nodes_ready(cluster.kubeconfig)
     assert sorted(ready) == sorted([f"{NAME}-control-plane", *WORKERS])

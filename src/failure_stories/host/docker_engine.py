@@ -194,6 +194,8 @@ def ensure_engine() -> None:
 def stop_engine_if_ours() -> list[str]:
     """Stop the dockerd kfs started and undo its host changes; what was done."""
     done: list[str] = []
+    if not state_dir().is_dir():
+        return done  # kfs never started an engine here
     with _locked():
         sup = _supervisor()
         if sup.record("dockerd") is None and not _changes_file().exists():
