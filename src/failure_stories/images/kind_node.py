@@ -334,9 +334,8 @@ def build_node_image(
                 os.link(src, ctx / name)
             except OSError:
                 shutil.copy2(src, ctx / name)
-        previous = commands.run(
-            [docker, "image", "inspect", "--format", "{{.Id}}", NODE_IMAGE], check=False
-        ).strip()
+        image_id = [docker, "image", "inspect", "--format", "{{.Id}}", NODE_IMAGE]
+        previous = commands.run(image_id, check=False).strip()
         try:
             commands.run(
                 [docker, "build", "--label", f"{KEY_LABEL}={key}", "-t", NODE_IMAGE, str(ctx)],
@@ -346,7 +345,7 @@ def build_node_image(
             )
         finally:
             shutil.rmtree(ctx)
-        if previous:
+        if previous and previous != commands.run(image_id, check=False).strip():
             # The stale image is 1.7 GB; Docker refuses while a node still uses it.
             commands.run([docker, "rmi", previous], check=False)
     log(f"{NODE_IMAGE}: built in {time.monotonic() - started:.0f}s ({key[:16]})")
