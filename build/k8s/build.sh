@@ -10,9 +10,16 @@ out=${1:?usage: build.sh OUTDIR}
 version=$(cd "$here" && go list -m -f "{{.Version}}" k8s.io/kubernetes)
 minor=$(echo "$version" | cut -d. -f2)
 # etcd first (small), then the largest, whose packages the rest reuse.
-cmds=(etcd kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy kubectl)
+cmds=(etcd kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy kubectl kubeadm)
+etcd_version=$(cd "$here" && go list -m -f "{{.Version}}" go.etcd.io/etcd/server/v3)
 missing=()
 for c in "${cmds[@]}"; do [ -x "$out/$c" ] || missing+=("$c"); done
+# The directory is keyed by the Kubernetes version only, so an etcd bump in go.mod
+# must replace a cached etcd of another version (the kind node image is labelled
+# with etcd's version and must not carry a different binary).
+if [ -x "$out/etcd" ] && ! "$out/etcd" --version | grep -qx "etcd Version: ${etcd_version#v}"; then
+  missing=(etcd "${missing[@]}")
+fi
 if [ ${#missing[@]} = 0 ]; then echo "k8s $version binaries cached in $out"; exit 0; fi
 mkdir -p "$out"
 tmp="$out.tmp.$$"; mkdir -p "$tmp"

@@ -36,15 +36,16 @@ TOOLBOX_PACKAGES: tuple[str, ...] = (
 )
 
 
-def base_key() -> str:
-    """Key of the debootstrapped rootfs layer: only the recipe, never the workloads."""
+def base_key(packages: tuple[str, ...] | None = None) -> str:
+    """Key of a debootstrapped rootfs layer (the toolbox's unless ``packages`` are
+    given): only the recipe, never the workloads."""
     return _sha256_json(
         {
             "recipe": RECIPE_VERSION,
             "suite": DEBIAN_SUITE,
             "arch": _debian_arch(),
             "variant": "minbase",
-            "packages": sorted(TOOLBOX_PACKAGES),
+            "packages": sorted(TOOLBOX_PACKAGES if packages is None else packages),
         }
     )
 
@@ -202,20 +203,31 @@ def _clean_rootfs(root: Path) -> None:
     )
 
 
-def build_base_layer(cache: Path, log: Log = print) -> Blob:
-    """The cleaned debootstrap rootfs as layer tarball, built once per base_key()."""
-    key = base_key()
-    layer = cache / f"base-{key[:16]}.layer.tar"
-    meta = cache / f"base-{key[:16]}.layer.json"
+def build_base_layer(
+    cache: Path,
+    log: Log = print,
+    *,
+    packages: tuple[str, ...] | None = None,
+    name: str = "base",
+) -> Blob:
+    """The cleaned debootstrap rootfs as layer tarball, built once per base_key().
+
+    The toolbox's by default; another image's (the kind node's) with its own
+    ``packages`` and file ``name`` prefix, so that neither prunes the other."""
+    include = TOOLBOX_PACKAGES if packages is None else packages
+    what = "toolbox base" if name == "base" else name
+    key = base_key(include)
+    layer = cache / f"{name}-{key[:16]}.layer.tar"
+    meta = cache / f"{name}-{key[:16]}.layer.json"
     if layer.is_file() and meta.is_file():
         recorded = json.loads(meta.read_text())
-        log(f"toolbox base: cached ({layer.name})")
+        log(f"{what}: cached ({layer.name})")
         return Blob(layer, str(recorded["digest"]), int(recorded["size"]))
 
     debootstrap = _require("debootstrap", "apt-get install debootstrap")
     _require("chroot", "apt-get install coreutils")
     if os.geteuid() != 0:
-        raise ProviderError("building the toolbox base needs root (debootstrap); run as root")
+        raise ProviderError(f"building the {what} needs root (debootstrap); run as root")
     mirror, keyring = debian_mirror()
     work = cache / f"rootfs-{key[:16]}.tmp"
     _safe_rmtree(work)
@@ -223,16 +235,16 @@ def build_base_layer(cache: Path, log: Log = print) -> Blob:
     cmd = [
         debootstrap,
         "--variant=minbase",
-        "--include=" + ",".join(sorted(TOOLBOX_PACKAGES)),
+        "--include=" + ",".join(sorted(include)),
         "--components=main",
         f"--arch={_debian_arch()}",
     ]
     if keyring is not None and Path(keyring).is_file():
         cmd.append(f"--keyring={keyring}")
     cmd += [DEBIAN_SUITE, str(work), mirror]
-    log_file = cache / "logs" / "debootstrap.log"
+    log_file = cache / "logs" / ("debootstrap.log" if name == "base" else f"debootstrap-{name}.log")
     log(
-        f"toolbox base: debootstrap {DEBIAN_SUITE} with {len(TOOLBOX_PACKAGES)} packages "
+        f"{what}: debootstrap {DEBIAN_SUITE} with {len(include)} packages "
         f"(about a minute; log: {log_file})"
     )
     started = time.time()
@@ -247,7 +259,7 @@ def build_base_layer(cache: Path, log: Log = print) -> Blob:
             env=_apt_proxy_env(),
             timeout=None,
         )
-        log(f"toolbox base: debootstrap took {time.time() - started:.0f}s; cleaning and packing")
+        log(f"{what}: debootstrap took {time.time() - started:.0f}s; cleaning and packing")
         _clean_rootfs(work)
         blob = write_layer(
             work, layer, built_since=built_since, skip_contents_of=("dev", "proc", "sys")
@@ -255,6 +267,6 @@ def build_base_layer(cache: Path, log: Log = print) -> Blob:
     finally:
         _safe_rmtree(work)
     meta.write_text(json.dumps({"digest": blob.digest, "size": blob.size}))
-    prune(cache, "base-*.layer.*", {layer, meta})
-    log(f"toolbox base: {blob.size / 1e6:.0f} MB layer {blob.digest[:19]}")
+    prune(cache, f"{name}-*.layer.*", {layer, meta})
+    log(f"{what}: {blob.size / 1e6:.0f} MB layer {blob.digest[:19]}")
     return blob

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from kubernetes.client.rest import ApiException
 
 from failure_stories.core.errors import ClusterUnreachableError, KfsError
+from failure_stories.host import docker_engine
 from failure_stories.host.locks import remove_all
 from failure_stories.providers.agent.objects import AGENT_LABEL
 from failure_stories.providers.base import Provider
@@ -26,8 +27,11 @@ CLUSTER_KINDS = (
 
 
 def sweep(provider: Provider) -> list[str]:
-    """`kfs cleanup`: everything kfs-labelled whose run is over, and the node's leftovers."""
-    return _sweep(provider, None, node_level=True) or ["nothing to clean up"]
+    """`kfs cleanup`: everything kfs-labelled whose run is over, the node's
+    leftovers, and the Docker engine kfs started once nothing runs in it."""
+    done = _sweep(provider, None, node_level=True)
+    done += docker_engine.cleanup_if_idle()
+    return done or ["nothing to clean up"]
 
 
 def revert_run(provider: Provider, namespaces: Collection[str], node_level: bool) -> list[str]:

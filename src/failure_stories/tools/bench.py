@@ -6,7 +6,11 @@ rest, toolbox pod start to Ready, and the whole suite as `kfs run --all --jobs N
 runs it: its wall time, per story the wall time (less any wait for another
 story's turn on a node lock) against the waits its physics imposes (its own
 physics_seconds plus the namespace controller's fixed deletion delay), time to the
-first phase, the largest runner's peak memory and, with --repeat, flakiness."""
+first phase, the largest runner's peak memory and, with --repeat, flakiness.
+
+With --kind, also a real kind cluster of 1+3 nodes (tools/kind_bench.py): the
+node image's build time in this run (seconds when cached), `kind create
+cluster` to all nodes Ready, and its memory at rest."""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from failure_stories.providers.kube import pod_ready
 from failure_stories.providers.local import LocalProvider, binaries
 from failure_stories.reporting.model import ScenarioReport, report_path
 from failure_stories.run.session import Session
+from failure_stories.tools import kind_bench
 
 BUILD_TIMES = "build-times.json"
 # Every run deletes its own namespace, and kube-controller-manager's namespace
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-chaostoolkit", action="store_true", help="no side-by-side Chaos Toolkit runs"
     )
     parser.add_argument("--report-dir", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--kind", action="store_true", help="also measure a kind 1+3 cluster")
     args = parser.parse_args(argv)
     p = LocalProvider()
     build_times = binaries.cache_dir() / BUILD_TIMES
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         else "not recorded (binaries were already cached when prepare first ran)",
     }
     result.update(cluster_numbers(p))
+    if args.kind:
+        result.update(kind_bench.numbers())
     if not args.skip_suite:
         result["suite"] = suite_numbers(p, args.report_dir, args.repeat, args.jobs)
     if not args.skip_chaostoolkit:

@@ -18,8 +18,11 @@ from failure_stories.host import commands
 KUBERNETES_VERSION = "v1.34.4"
 KWOK_VERSION = "v0.7.0"
 CRICTL_VERSION = "v1.34.0"
+KIND_VERSION = "v0.30.0"
+COREDNS_VERSION = "v1.12.1"
 K8S_COMMANDS = (
     "etcd",
+    "kubeadm",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
@@ -41,13 +44,40 @@ def k8s_dir() -> Path:
 GO_INSTALLS = {
     "kwok": ("sigs.k8s.io/kwok/cmd/kwok", KWOK_VERSION),
     "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", CRICTL_VERSION),
+    "kind": ("sigs.k8s.io/kind", KIND_VERSION),
+}
+# Built only when the kind node image is (it holds a CoreDNS image), not by `make
+# setup`; static, because that image has nothing but the binary.
+IMAGE_GO_INSTALLS = {
+    "coredns": ("github.com/coredns/coredns", COREDNS_VERSION),
 }
 
 
 def path(command: str) -> Path:
-    if command in GO_INSTALLS:
-        return cache_dir() / f"{command}-{GO_INSTALLS[command][1]}" / command
+    for table in (GO_INSTALLS, IMAGE_GO_INSTALLS):
+        if command in table:
+            return cache_dir() / f"{command}-{table[command][1]}" / command
     return k8s_dir() / command
+
+
+def kind() -> Path:
+    """The kind binary (`make setup` builds it), built from sigs.k8s.io/kind at KIND_VERSION."""
+    ensure()
+    return path("kind")
+
+
+def ensure_image_tool(command: str) -> Path:
+    """A binary only an image needs (IMAGE_GO_INSTALLS), built once into the cache."""
+    found = path(command)
+    if not os.access(found, os.X_OK):
+        module, version = IMAGE_GO_INSTALLS[command]
+        _run(
+            ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{module}@{version}"],
+            f"install {command}",
+            env={"GOBIN": str(found.parent), "CGO_ENABLED": "0"},
+            log_name=command,
+        )
+    return found
 
 
 def missing() -> list[str]:
