@@ -23,7 +23,6 @@ from failure_stories.tools import kind_bench
 
 NAME = "kfs-e2e-kind"
 WORKERS = [f"{NAME}-worker", f"{NAME}-worker2", f"{NAME}-worker3"]
-MASQ_AGENT = Path(__file__).resolve().parents[2] / "images" / "workloads" / "masq_agent.py"
 
 
 class Cluster:
@@ -195,12 +194,6 @@ def test_egress_is_snated_by_the_node(cluster: Cluster, outside: netns.OutsideHo
     assert chain and chain[-1].endswith("-j MASQUERADE"), chain
 
 
-@pytest.mark.xfail(
-    not MASQ_AGENT.is_file(),
-    reason="TEMPORARY: images/workloads/masq_agent.py is not merged yet; "
-    "the stand-in masquerades everything and ignores the ConfigMap",
-    strict=True,
-)
 def test_egress_without_snat_when_the_configmap_excludes_it(
     cluster: Cluster, outside: netns.OutsideHost
 ) -> None:

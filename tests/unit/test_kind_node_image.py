@@ -21,8 +21,9 @@ def _inputs(tmp_path: Path) -> kind_node.NodeInputs:
     (files / "cni").mkdir()
     (files / "files" / "entrypoint").write_text("#!/bin/sh\n")
     (files / "cni" / "kfs_cni.py").write_text("print()\n")
-    (files / "cni" / "masq_fallback.py").write_text("print('fallback')\n")
-    return kind_node.NodeInputs(tools=tools, files=files, masq_agent=tmp_path / "none.py")
+    agent = tmp_path / "masq_agent.py"
+    agent.write_text("print('agent')\n")
+    return kind_node.NodeInputs(tools=tools, files=files, masq_agent=agent)
 
 
 def test_key_is_stable_and_follows_every_input(tmp_path: Path) -> None:
@@ -56,12 +57,11 @@ def test_key_ignores_a_group_write_bit_but_not_the_exec_bit(tmp_path: Path) -> N
     assert kind_node.node_key(inputs) != key
 
 
-def test_the_masquerade_agent_is_the_merged_one_once_it_exists(tmp_path: Path) -> None:
+def test_the_node_image_follows_the_masquerade_agent(tmp_path: Path) -> None:
     inputs = _inputs(tmp_path)
-    assert inputs.masq_source().name == "masq_fallback.py"
-    key = kind_node.preload_key(inputs)
-    inputs.masq_agent.write_text("print('real agent')\n")
     assert inputs.masq_source() == inputs.masq_agent
+    key = kind_node.preload_key(inputs)
+    inputs.masq_agent.write_text("print('changed agent')\n")
     assert kind_node.preload_key(inputs) != key
 
 

@@ -92,17 +92,14 @@ BINARIES = (*CONTROL_PLANE, "kube-proxy", "etcd", *NODE_TOOLS)
 @dataclass(frozen=True)
 class NodeInputs:
     """Where each binary comes from (command -> path), the image's own files,
-    and the masquerade agent (images/workloads/masq_agent.py when it exists)."""
+    and the masquerade agent (images/workloads/masq_agent.py)."""
 
     tools: Mapping[str, Path]
     files: Path = IMAGES_DIR / "kind-node"
     masq_agent: Path = IMAGES_DIR / "workloads" / "masq_agent.py"
 
     def masq_source(self) -> Path:
-        # TEMPORARY: until masq_agent.py is merged, a minimal stand-in.
-        if self.masq_agent.is_file():
-            return self.masq_agent
-        return self.files / "cni" / "masq_fallback.py"
+        return self.masq_agent
 
 
 def _file_digest(path: Path) -> bytes:
