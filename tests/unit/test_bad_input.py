@@ -20,8 +20,14 @@ from pathlib import Path
 import pytest
 
 from failure_stories.host.commands import run as host_run
+from failure_stories.providers.local import binaries
 
 from .conftest import SCENARIO_YAML
+
+# What a first `cluster up` builds into the cache: Kubernetes and every go install.
+FULL_BUILD_MB = round(
+    (binaries.K8S_BYTES + binaries.GO_INSTALL_BYTES * len(binaries.GO_INSTALLS)) / 2**20
+)
 
 STEPS = textwrap.dedent(
     """
@@ -281,7 +287,8 @@ CASES: dict[str, Case] = {
         ),
         INFRA,
         "not enough space under KFS_CACHE {tmp}/full for the embedded cluster's binaries "
-        "(0 MB free, about 1000 MB needed): free some space or point KFS_CACHE at a larger disk",
+        f"(0 MB free, about {FULL_BUILD_MB} MB needed): free some space or point KFS_CACHE at "
+        "a larger disk",
     ),
 }
 
