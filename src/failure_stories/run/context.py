@@ -12,6 +12,7 @@ from failure_stories.core.errors import ProviderError
 from failure_stories.host import node_cpu
 from failure_stories.providers.capabilities import (
     CgroupReader,
+    ImageLoader,
     NodeFailure,
     NodeShell,
     OutsideNetwork,
@@ -88,6 +89,15 @@ class RunContext:
         if not isinstance(self.provider, OutsideNetwork):
             raise self._lacks("outside-network")
         return self.provider
+
+    def load_image(self, ref: str) -> None:
+        """Make an image that kfs builds on demand (the log shipper...) available to
+        the nodes. A provider that cannot load images (a cluster kfs did not build)
+        must already have it, as it has the toolbox."""
+        if isinstance(self.provider, ImageLoader):
+            from failure_stories import images
+
+            self.provider.load_images({ref: images.build_on_demand(ref, log=self.log)})
 
     def _lacks(self, ability: str) -> ProviderError:
         return ProviderError(
