@@ -70,7 +70,10 @@ def build_collector(
             return out
         go = shutil.which("go")
         if go is None:
-            raise MissingToolError("go", "install Go 1.24 or newer (the log shipper is built here)")
+            raise MissingToolError(
+                "go",
+                "install Go 1.26 or newer (the log shipper, the OpenTelemetry Collector, needs it)",
+            )
         logfile = cache / "logs" / "build-otelcol.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         log(f"{OTELCOL_IMAGE}: compiling the collector (minutes, once; log: {logfile})")
