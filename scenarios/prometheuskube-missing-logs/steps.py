@@ -244,7 +244,7 @@ def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
     if disrupt:
         sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the fault")
         _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
-        ctx.log(f"sink rejects every bulk write with 429 for {FAULT_SECONDS}s")
+        ctx.log(f"sink rejects every write with 429 for {FAULT_SECONDS}s")
         sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
         _restart_shipper(ctx, seen)
         wait_for(
