@@ -40,6 +40,9 @@ SETTLE_QUIET_SECONDS = 8
 SAMPLE_EVERY = 1.0
 STATE_ROOT = "/var/lib/kfs-shipper"
 SHIPPER = "app=shipper"
+# The ConfigMaps of the collector's two configurations (fault.yaml, mitigation.yaml).
+FRAGILE_CONFIG = "otelcol-fragile"
+DURABLE_CONFIG = "otelcol-durable"
 METRICS_PORT = 8888
 # The collector's own count of log records its exporter gave up on (retries
 # exhausted) and could not queue (queue full): what its dashboard would show.
@@ -181,6 +184,27 @@ def _wait_shipping(ctx: RunContext) -> dict[str, Any]:
     return wait_for(fresh, what="fresh lines arriving at the sink", timeout=90, interval=1)
 
 
+def _roll_shipper(ctx: RunContext, manifest: str, config: str) -> str:
+    """Apply one of the collector's configurations and wait until it ships."""
+    ctx.apply(manifest)
+    pod = _wait_shipper_rollout(ctx)
+    ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
+    mounted = ds.spec.template.spec.volumes[0].config_map
+    if mounted is None or mounted.name != config:
+        raise RunError(f"the shipper DaemonSet does not run the {config} configuration")
+    _wait_shipping(ctx)
+    return pod
+
+
+def _check_fault_switch(ctx: RunContext) -> None:
+    # The backend's 429 switch is the outside world's, not the fault: check it
+    # works before anything depends on it, and leave it off.
+    on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
+    off = _sink(ctx, "/fault", {"reject": False})
+    if not on["rejecting"] or off["rejecting"]:
+        raise RunError("the sink did not switch its 429 fault on and off")
+
+
 def setup(ctx: RunContext) -> None:
     node = _real_node(ctx)
     host_dir = f"{STATE_ROOT}/{ctx.namespace}"
@@ -196,27 +220,26 @@ def setup(ctx: RunContext) -> None:
     ctx.variables["SINK_URL"] = f"http://{ip}:9200"
     sink = wait_for(lambda: _one_ready(ctx, "app=logsink"), what="the sink pod ready", timeout=60)
     ctx.state["sink_pod"] = sink.metadata.name
+    _check_fault_switch(ctx)
     ctx.apply("baseline.yaml")
     ctx.kube.wait_pod_running(ctx.namespace, "app")
-    _wait_shipper_rollout(ctx)
-    _wait_shipping(ctx)
-    ctx.log(f"app -> otelcol (fragile) -> logsink {ctx.variables['SINK_URL']}/v1/logs on {node}")
+    _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG)
+    ctx.log(f"app -> otelcol (durable) -> logsink {ctx.variables['SINK_URL']}/v1/logs on {node}")
 
 
-# -- the measured window ---------------------------------------------------------------
+# -- the event that exposes the fault --------------------------------------------------
 
 
-def _probe(ctx: RunContext, seen: dict[str, Any]) -> dict[str, Any]:
+def _probe(ctx: RunContext) -> dict[str, Any]:
     stats = _sink(ctx, "/stats")
     lag = stats["freshness_lag_seconds"]
     if lag is not None:
         ctx.record("freshness_lag_seconds", lag)
     ctx.record("sink_rejecting", 1.0 if stats["rejecting"] else 0.0)
-    seen["last"] = stats
     return stats
 
 
-def _restart_shipper(ctx: RunContext, seen: dict[str, Any]) -> None:
+def _restart_shipper(ctx: RunContext) -> None:
     old = _one_ready(ctx, SHIPPER)
     if old is None:
         raise RunError("no ready shipper pod to restart")
@@ -225,36 +248,51 @@ def _restart_shipper(ctx: RunContext, seen: dict[str, Any]) -> None:
     t0 = time.monotonic()
 
     def replaced() -> Any:
-        _probe(ctx, seen)
+        _probe(ctx)
         return _one_ready(ctx, SHIPPER, exclude=frozenset({name}))
 
     new = wait_for(replaced, what="the DaemonSet to recreate the shipper", timeout=90, interval=1)
     ctx.log(f"shipper {name} deleted; {new.metadata.name} ready after {time.monotonic() - t0:.1f}s")
 
 
-def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
-    """Audit every line the app writes in a window, with or without the fault sequence."""
-    since = _wait_shipping(ctx)["now"]
-    first = _app_seq(ctx) + 1
-    seen: dict[str, Any] = {}
+def expose(ctx: RunContext) -> None:
+    """The backend answers 429 for FAULT_SECONDS; RESTART_AFTER_SECONDS into it the
+    shipper's pod is deleted and the DaemonSet recreates it. Over when the backend
+    accepts writes again (it times the outage itself)."""
+    _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
+    ctx.log(f"sink rejects every write with 429 for {FAULT_SECONDS}s")
 
     def probe() -> None:
-        _probe(ctx, seen)
+        _probe(ctx)
 
-    if disrupt:
-        sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the fault")
-        _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
-        ctx.log(f"sink rejects every write with 429 for {FAULT_SECONDS}s")
-        sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
-        _restart_shipper(ctx, seen)
-        wait_for(
-            lambda: not _probe(ctx, seen)["rejecting"],
-            what="the sink accepting writes again",
-            timeout=FAULT_SECONDS + 60,
-            interval=SAMPLE_EVERY,
-        )
-        ctx.log("sink accepts writes again")
+    sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
+    _restart_shipper(ctx)
+    wait_for(
+        lambda: not _probe(ctx)["rejecting"],
+        what="the sink accepting writes again",
+        timeout=FAULT_SECONDS + 60,
+        interval=SAMPLE_EVERY,
+    )
+    ctx.log("sink accepts writes again")
+
+
+# -- the measured window ---------------------------------------------------------------
+
+
+def _window(ctx: RunContext, event: bool) -> dict[str, float]:
+    """Audit every line the app writes in a window, around the event or without it."""
+    since = _wait_shipping(ctx)["now"]
+    first = _app_seq(ctx) + 1
+
+    def probe() -> None:
+        _probe(ctx)
+
+    if event:
+        sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the event")
+        expose(ctx)
         sample(probe, every=SAMPLE_EVERY, duration=AFTER_FAULT_SECONDS, what="the recovery")
+        ctx.measure("fault_seconds", FAULT_SECONDS)
+        ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
     else:
         sample(probe, every=SAMPLE_EVERY, duration=BASELINE_SECONDS, what="the baseline")
     last = _app_seq(ctx)
@@ -307,34 +345,24 @@ def log_numbers(
 
 
 def steady_state(ctx: RunContext) -> dict[str, float]:
-    return _window(ctx, disrupt=False)
+    return _window(ctx, event=False)
 
 
 def inject(ctx: RunContext) -> None:
-    # The fault is timed inside the measured window (see manifests/fault.yaml);
-    # here we only check the sink can be switched, and switch it back.
-    on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
-    off = _sink(ctx, "/fault", {"reject": False})
-    if not on["rejecting"] or off["rejecting"]:
-        raise RunError("the sink did not switch its 429 fault on and off")
-    ctx.measure("fault_seconds", FAULT_SECONDS)
-    ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
+    # The latent fault alone: the shipper's fragile configuration, quiet while the
+    # backend accepts and the pod keeps running.
+    pod = _roll_shipper(ctx, "fault.yaml", FRAGILE_CONFIG)
+    ctx.log(f"shipper {pod}: no offsets, an in-memory queue, retries for 2 s")
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
-    return _window(ctx, disrupt=True)
+    return _window(ctx, event=True)
 
 
 def mitigate(ctx: RunContext) -> None:
-    ctx.apply("mitigation.yaml")
-    pod = _wait_shipper_rollout(ctx)
-    ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
-    config = ds.spec.template.spec.volumes[0].config_map
-    if config is None or config.name != "otelcol-durable":
-        raise RunError("the shipper DaemonSet does not run the durable collector configuration")
-    _wait_shipping(ctx)
+    pod = _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG)
     ctx.log(f"shipper {pod}: offsets and a persistent queue in {ctx.state['host_dir']}")
 
 
 def verify(ctx: RunContext) -> dict[str, float]:
-    return _window(ctx, disrupt=True)
+    return _window(ctx, event=True)

@@ -1,5 +1,5 @@
 """The collector configurations the story runs, read as the audit reads a live
-cluster: the fragile one (baseline.yaml) is flagged for each way it loses lines,
+cluster: the fragile one (fault.yaml) is flagged for each way it loses lines,
 the durable one (mitigation.yaml) passes."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def snapshot(manifest: str) -> Snapshot:
 
 @pytest.mark.parametrize(
     ("manifest", "found"),
-    [("baseline.yaml", {"position-db", "retry-limit"}), ("mitigation.yaml", set())],
+    [("fault.yaml", {"position-db", "retry-limit"}), ("mitigation.yaml", set())],
 )
 def test_the_collector_configurations_of_the_story(manifest: str, found: set[str]) -> None:
     findings = list(audit.check_log_shippers(snapshot(manifest)))  # type: ignore[union-attr]
@@ -47,7 +47,7 @@ def test_the_collector_configurations_of_the_story(manifest: str, found: set[str
 def test_the_fragile_exporter_is_flagged_for_its_time_limit_and_memory_queue() -> None:
     [finding] = [
         f
-        for f in audit.check_log_shippers(snapshot("baseline.yaml"))  # type: ignore[union-attr]
+        for f in audit.check_log_shippers(snapshot("fault.yaml"))  # type: ignore[union-attr]
         if f.check == "retry-limit"
     ]
     assert "max_elapsed_time 2s" in finding.message and "in memory" in finding.message
