@@ -23,12 +23,13 @@ from failure_stories.core.errors import (
     NodeTooBusyError,
     PermanentError,
     ProviderError,
+    RefusedError,
     RunError,
     ScenarioDefinitionError,
     TransientError,
     WaitTimeout,
 )
-from failure_stories.core.wait import sample, wait_for
+from failure_stories.core.wait import sample, wait_for, watch
 from failure_stories.host.netns import OutsideHost
 from failure_stories.images import OTELCOL_IMAGE
 from failure_stories.operator import redis_failover
@@ -46,6 +47,7 @@ __all__ = [
     "OutsideHost",
     "PermanentError",
     "ProviderError",
+    "RefusedError",
     "RunContext",
     "RunError",
     "ScenarioDefinitionError",
@@ -56,4 +58,5 @@ __all__ = [
     "sample",
     "start_operator",
     "wait_for",
+    "watch",
 ]
