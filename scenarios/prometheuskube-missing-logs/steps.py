@@ -289,7 +289,7 @@ def _window(ctx: RunContext, event: bool) -> dict[str, float]:
 
     if event:
         sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the event")
-        expose(ctx)
+        ctx.expose()
         sample(probe, every=SAMPLE_EVERY, duration=AFTER_FAULT_SECONDS, what="the recovery")
         ctx.measure("fault_seconds", FAULT_SECONDS)
         ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
