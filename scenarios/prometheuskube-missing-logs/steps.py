@@ -196,9 +196,18 @@ def _roll_shipper(ctx: RunContext, manifest: str, config: str) -> str:
     return pod
 
 
-def _check_fault_switch(ctx: RunContext) -> None:
-    # The backend's 429 switch is the outside world's, not the fault: check it
-    # works before anything depends on it, and leave it off.
+def _check_sink(ctx: RunContext) -> None:
+    # The backend is the outside world, not the system under test: check that it
+    # takes OTLP (an older toolbox image's sink answered 404) and that its 429
+    # switch works before anything depends on it, and leave it off.
+    argv = ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"]
+    argv += ["-H", "Content-Type: application/x-protobuf", "--data-binary", ""]
+    code = _exec(ctx, ctx.state["sink_pod"], [*argv, "http://127.0.0.1:9200/v1/logs"]).strip()
+    if code != "200":
+        raise RunError(
+            f"the log sink answered HTTP {code} to an empty OTLP export: the toolbox image "
+            f"on the node is not this checkout's (rebuild and import it: `kfs cluster up`)"
+        )
     on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
     off = _sink(ctx, "/fault", {"reject": False})
     if not on["rejecting"] or off["rejecting"]:
@@ -220,7 +229,7 @@ def setup(ctx: RunContext) -> None:
     ctx.variables["SINK_URL"] = f"http://{ip}:9200"
     sink = wait_for(lambda: _one_ready(ctx, "app=logsink"), what="the sink pod ready", timeout=60)
     ctx.state["sink_pod"] = sink.metadata.name
-    _check_fault_switch(ctx)
+    _check_sink(ctx)
     ctx.apply("baseline.yaml")
     ctx.kube.wait_pod_running(ctx.namespace, "app")
     _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG)
