@@ -137,7 +137,11 @@ def _delete_failover(ctx: RunContext) -> None:
 
 
 def _create_baseline(ctx: RunContext, safety: str) -> None:
-    """One master holding KEYS keys of VALUE_BYTES bytes, under the given policy."""
+    """One master holding KEYS keys of VALUE_BYTES bytes, under the given policy,
+    in data directories of its own (a later failover must not load its RDB files)."""
+    created = ctx.state.get("created", 0) + 1
+    ctx.state.update(created=created, safety=safety, edited=False)
+    ctx.variables["DATA_DIR"] = f"{ctx.state['data_root']}/{created}"
     ctx.apply("baseline.yaml", SAFETY=safety)
     obj = wait_for(
         lambda: _converged(ctx), what=f"the {safety} baseline ready", timeout=120, interval=1
@@ -242,8 +246,23 @@ def _rdb_keys_loaded(ctx: RunContext, pod: str) -> float:
 # --------------------------------------------------------------------------- the change
 
 
-def _measure_change(ctx: RunContext, tag: str) -> dict[str, float]:
-    """Wait for the operator to finish the edit, then count what survived."""
+def _prepare_window(ctx: RunContext) -> None:
+    """Each window edits a one-instance failover holding the dataset, under the
+    policy in force: one that an earlier window edited is made again."""
+    if ctx.state["edited"]:
+        _delete_failover(ctx)
+        _create_baseline(ctx, ctx.state["safety"])
+
+
+def _measure_change(ctx: RunContext) -> dict[str, float]:
+    """Start the writer, make the edit (the event), wait for the operator to finish
+    it, then count what survived."""
+    _prepare_window(ctx)
+    # Its own writer files: a second window under one policy must not find the
+    # first one's stop file.
+    tag = f"{ctx.state['safety']}-{ctx.state['created']}"
+    ctx.state["since"] = _start_writer(ctx, tag)
+    ctx.expose()
     since = ctx.state["since"]
 
     def done() -> dict[str, Any] | None:
@@ -300,7 +319,7 @@ def _measure_change(ctx: RunContext, tag: str) -> dict[str, float]:
         # whether it kept the data or replicated an empty master over it.
         out["rejoined_master_rdb_keys"] = _rdb_keys_loaded(ctx, rejoined)
         out["rejoined_master_keys_after_sync"] = float(per_pod[rejoined])
-    if tag == "safe":
+    if ctx.state["safety"] == "safe":
         # The new replicas' first full sync (the old master only resynced a delta).
         out["replica_full_sync_seconds"] = max(
             (
@@ -322,11 +341,12 @@ def setup(ctx: RunContext) -> None:
         raise RunError("no node labelled kfs.dev/real-node=true")
     node = nodes[0].metadata.name
     data_dir = f"{DATA_BASE}/{ctx.namespace}"
-    ctx.variables["DATA_DIR"] = data_dir
+    ctx.state["data_root"] = data_dir
     ctx.defer(f"remove {data_dir} on {node}", lambda: _rm_data(ctx, node, data_dir))
     start_operator(ctx)
     ctx.defer("delete the RedisFailover and wait for its pods", lambda: _delete_failover(ctx))
-    _create_baseline(ctx, "naive")
+    # Without the latent fault: the operator's safe policy.
+    _create_baseline(ctx, "safe")
 
 
 def lost_ratio(kept: int, written: int) -> float:
@@ -351,22 +371,33 @@ def steady_state(ctx: RunContext) -> dict[str, float]:
 
 
 def inject(ctx: RunContext) -> None:
-    ctx.state["since"] = _start_writer(ctx, "naive")
-    ctx.apply("fault.yaml")
-    ctx.log("applied the Flant edit (replicas 1 -> 3, memory 256Mi -> 192Mi) under safety: naive")
+    """The latent fault: the failover made again under the naive policy (a probe
+    that is a bare ping, pods replaced in index order, the first ready promoted)."""
+    _delete_failover(ctx)
+    _create_baseline(ctx, "naive")
+
+
+# The Flant edit (replicas 1 -> 3, memory 256Mi -> 192Mi) under each policy.
+_EDIT = {"naive": "fault.yaml", "safe": "mitigation.yaml"}
+
+
+def expose(ctx: RunContext) -> None:
+    """The event: the Flant edit, applied to the failover under its current policy."""
+    safety = ctx.state["safety"]
+    ctx.apply(_EDIT[safety])
+    ctx.state["edited"] = True
+    ctx.log(f"applied the Flant edit (replicas 1 -> 3, memory 256Mi -> 192Mi) under {safety}")
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
-    return _measure_change(ctx, "naive")
+    return _measure_change(ctx)
 
 
 def mitigate(ctx: RunContext) -> None:
+    """The fix: the failover under the safe policy."""
     _delete_failover(ctx)
     _create_baseline(ctx, "safe")
-    ctx.state["since"] = _start_writer(ctx, "safe")
-    ctx.apply("mitigation.yaml")
-    ctx.log("applied the same edit under safety: safe")
 
 
 def verify(ctx: RunContext) -> dict[str, float]:
-    return _measure_change(ctx, "safe")
+    return _measure_change(ctx)

@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from failure_stories import OutsideHost, ProviderError, RunContext, RunError, WaitTimeout, wait_for
+from failure_stories import (
+    OutsideHost,
+    ProviderError,
+    RefusedError,
+    RunContext,
+    WaitTimeout,
+    wait_for,
+)
 
 OUTSIDE_NET = "203.0.113.0/24"
 DASHBOARD_PORT = 4040
@@ -302,9 +309,18 @@ def _attack(run: Runner, base: str, token: str = "") -> Attack:
     return Attack(bool(ran), uid, (whoami.status, start.status))
 
 
+def _exposed_base(ctx: RunContext) -> str:
+    """Where the outside finds the dashboard: its NodePort on the node, or (not
+    exposed) only the dashboard's own port there, which nothing serves."""
+    outside: OutsideHost = ctx.state["outside"]
+    svc = ctx.kube.core.read_namespaced_service("dashboard", ctx.namespace)
+    port = next((p.node_port for p in svc.spec.ports if p.node_port), None) or DASHBOARD_PORT
+    return f"http://{outside.gateway}:{port}"
+
+
 def _attack_both_ways(ctx: RunContext) -> dict[str, float]:
     outside: OutsideHost = ctx.state["outside"]
-    url = f"http://{outside.gateway}:{ctx.state['node_port']}"
+    url = _exposed_base(ctx)
     ext = _attack(_from_outside(outside), url)
     ctx.log(
         f"attack from {outside.address} on {url}: HTTP {ext.statuses}, "
@@ -326,11 +342,11 @@ def _attack_both_ways(ctx: RunContext) -> dict[str, float]:
 
 
 def _vulnerable_objects(ctx: RunContext) -> list[dict[str, Any]]:
-    """The dashboard's Deployment and Service from baseline.yaml, plus the Pod its
+    """The dashboard's Deployment and Service from fault.yaml, plus the Pod its
     ReplicaSet would create (Pod Security Admission judges pods, not templates)."""
     objs = [
         o
-        for o in ctx.manifest("baseline.yaml")
+        for o in ctx.manifest("fault.yaml")
         if o["metadata"]["name"] == "dashboard" and o["kind"] in ("Deployment", "Service")
     ]
     template = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]
@@ -383,14 +399,15 @@ def _outside_host(ctx: RunContext) -> OutsideHost:
 
 
 def setup(ctx: RunContext) -> None:
+    """The dashboard as it should run (hardened.yaml), without the guard rails."""
+    ctx.variables["DASHBOARD_TOKEN"] = ctx.state["token"] = secrets.token_urlsafe(24)
     ctx.apply("baseline.yaml")
+    ctx.apply("hardened.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "dashboard")
     ctx.kube.wait_pod_running(ctx.namespace, "caller")
-    svc = ctx.kube.core.read_namespaced_service("dashboard", ctx.namespace)
     ctx.state["cluster_ip"] = ctx.kube.wait_service_answers(
         ctx.namespace, "dashboard", from_pod="caller"
     )
-    ctx.state["node_port"] = svc.spec.ports[0].node_port
     pod = ctx.kube.pods(ctx.namespace, "app=dashboard")[0]
     ctx.state["node"] = pod.spec.node_name
     ctx.state["clk_tck"] = int(
@@ -399,9 +416,31 @@ def setup(ctx: RunContext) -> None:
     outside = _outside_host(ctx)
     ctx.defer(f"delete outside host {outside.name}", outside.delete)
     ctx.state["outside"] = outside
+    ctx.defer("stop stand-in miners of this run", lambda: _stop_miners(ctx))
+    ctx.log(f"outside host {outside.address} (netns {outside.name})")
+
+
+def steady_state(ctx: RunContext) -> dict[str, float]:
+    inside = _curl(
+        _from_caller(ctx), "GET", f"http://{ctx.state['cluster_ip']}/", token=ctx.state["token"]
+    )
+    exposed = _curl(_from_outside(ctx.state["outside"]), "GET", f"{_exposed_base(ctx)}/")
+    return {
+        "dashboard_answers": 1.0 if inside.status == 200 else 0.0,
+        "outside_dashboard_reachable": 1.0 if exposed.status == 200 else 0.0,
+        **_detect(ctx),
+    }
+
+
+def inject(ctx: RunContext) -> None:
+    """The latent fault: the dashboard redeployed exposed, unauthenticated, privileged."""
+    ctx.apply("fault.yaml")
+    ctx.kube.wait_rollout(ctx.namespace, "dashboard")
+    ctx.kube.wait_service_answers(ctx.namespace, "dashboard", from_pod="caller")
+    outside: OutsideHost = ctx.state["outside"]
     # kube-proxy serves NodePorts on every local address unless nodePortAddresses
     # says otherwise; the outside host's gateway is one, so check it really answers.
-    url = f"http://{outside.gateway}:{ctx.state['node_port']}/healthz"
+    url = f"{_exposed_base(ctx)}/healthz"
     wait_for(
         lambda: _curl(_from_outside(outside), "GET", url).status == 200,
         what=f"the NodePort to answer {outside.address} at {url}",
@@ -411,26 +450,15 @@ def setup(ctx: RunContext) -> None:
     ctx.log(f"dashboard exposed at {url} to {outside.address} (netns {outside.name})")
 
 
-def steady_state(ctx: RunContext) -> dict[str, float]:
-    inside = _curl(_from_caller(ctx), "GET", f"http://{ctx.state['cluster_ip']}/")
-    outside: OutsideHost = ctx.state["outside"]
-    exposed = _curl(
-        _from_outside(outside), "GET", f"http://{outside.gateway}:{ctx.state['node_port']}/"
-    )
-    return {
-        "dashboard_answers": 1.0 if inside.status == 200 else 0.0,
-        "outside_dashboard_reachable": 1.0 if exposed.status == 200 else 0.0,
-        **_detect(ctx),
-    }
-
-
-def inject(ctx: RunContext) -> None:
-    ctx.defer("stop stand-in miners of this run", lambda: _stop_miners(ctx))
+def expose(ctx: RunContext) -> None:
+    """The event: an attacker outside, and a pod without a token inside, send the
+    dashboard commands (who am I, then start the miner)."""
     ctx.state["attack"] = _attack_both_ways(ctx)
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
-    return {**ctx.state["attack"], **_detect(ctx), **_admission(ctx)}
+    ctx.expose()
+    return {**ctx.state.pop("attack"), **_detect(ctx), **_admission(ctx)}
 
 
 def _set_namespace_labels(ctx: RunContext, labels: Mapping[str, str | None]) -> None:
@@ -440,11 +468,10 @@ def _set_namespace_labels(ctx: RunContext, labels: Mapping[str, str | None]) -> 
 def mitigate(ctx: RunContext) -> None:
     run = secrets.token_hex(3)
     ctx.variables.update(
-        DASHBOARD_TOKEN=secrets.token_urlsafe(24),
         POLICY_WORKLOADS=f"kfs-jwplayer-no-host-access-{run}",
         POLICY_SERVICES=f"kfs-jwplayer-internal-services-{run}",
     )
-    objs = ctx.manifest("mitigation.yaml")
+    objs = [*ctx.manifest("hardened.yaml"), *ctx.manifest("mitigation.yaml")]
     for obj in objs:
         if obj["kind"].startswith("ValidatingAdmissionPolicy"):
             ctx.defer(
@@ -461,8 +488,7 @@ def mitigate(ctx: RunContext) -> None:
     ctx.kube.wait_rollout(ctx.namespace, "dashboard")
     svc = ctx.kube.core.read_namespaced_service("dashboard", ctx.namespace)
     if svc.spec.type != "ClusterIP" or any(p.node_port for p in svc.spec.ports):
-        raise RunError(f"the dashboard Service is still exposed: {svc.spec.type}")
-    ctx.state["token"] = ctx.variables["DASHBOARD_TOKEN"]
+        raise RefusedError(f"the dashboard Service is still exposed: {svc.spec.type}")
     ctx.kube.wait_service_answers(ctx.namespace, "dashboard", from_pod="caller")
     # A new policy is enforced once the API server has loaded it (about a second).
     # Wait for that, but let verify judge: a policy never enforced shows up there.
@@ -478,7 +504,8 @@ def mitigate(ctx: RunContext) -> None:
 
 
 def verify(ctx: RunContext) -> dict[str, float]:
-    attack = _attack_both_ways(ctx)
+    ctx.expose()
+    attack = ctx.state.pop("attack")
     legit = _curl(
         _from_caller(ctx),
         "POST",

@@ -6,7 +6,7 @@ import json
 import secrets
 from typing import Any
 
-from failure_stories import RunContext, RunError, wait_for
+from failure_stories import RefusedError, RunContext, RunError, wait_for
 
 OUTSIDE_NET = "198.51.100.0/24"
 CALLS = 20
@@ -140,7 +140,7 @@ def mitigate(ctx: RunContext) -> None:
     )
     rules = _iptables(ctx, "-S", "POSTROUTING")
     if ctx.state["chain"] in rules:
-        raise RunError("the no-SNAT rule is still in POSTROUTING")
+        raise RefusedError("the no-SNAT rule is still in POSTROUTING")
 
 
 def verify(ctx: RunContext) -> dict[str, float]:

@@ -119,31 +119,32 @@ def _watch_failure(ctx: RunContext) -> dict[str, float]:
     every = 0.25
     outage = Outage(every)
     seen: dict[str, Any] = {"not_ready_at": None}
-    with ctx.expose():
-        node = ctx.state["failed_node"]
+    # The node comes back when the phase ends (after the hold, in a game day).
+    ctx.expose()
+    node = ctx.state["failed_node"]
 
-        def probe() -> None:
-            ready = ctx.kube.ready_endpoints(ctx.namespace, "web")
-            ctx.record("ready_endpoints", ready)
-            outage.observe(ready)
-            if seen["not_ready_at"] is None and not ctx.kube.node_ready(node):
-                seen["not_ready_at"] = time.monotonic()
+    def probe() -> None:
+        ready = ctx.kube.ready_endpoints(ctx.namespace, "web")
+        ctx.record("ready_endpoints", ready)
+        outage.observe(ready)
+        if seen["not_ready_at"] is None and not ctx.kube.node_ready(node):
+            seen["not_ready_at"] = time.monotonic()
 
-        def noticed_and_held() -> bool:
-            probe()
-            at = seen["not_ready_at"]
-            return at is not None and time.monotonic() - at >= HOLD_SECONDS
+    def noticed_and_held() -> bool:
+        probe()
+        at = seen["not_ready_at"]
+        return at is not None and time.monotonic() - at >= HOLD_SECONDS
 
-        if not watch(
-            noticed_and_held,
-            every=every,
-            within=NOTICE_WITHIN_SECONDS,
-            what=f"the control plane to notice node {node} is down",
-        ):
-            ctx.log(f"node {node} was not marked NotReady within {NOTICE_WITHIN_SECONDS:g}s")
-        # Endpoint removal lags the node condition by a controller sync; keep sampling
-        # at the same cadence so fault and fix are observed over equal windows.
-        sample(probe, every=every, duration=2.0, what="endpoints after the failure")
+    if not watch(
+        noticed_and_held,
+        every=every,
+        within=NOTICE_WITHIN_SECONDS,
+        what=f"the control plane to notice node {node} is down",
+    ):
+        ctx.log(f"node {node} was not marked NotReady within {NOTICE_WITHIN_SECONDS:g}s")
+    # Endpoint removal lags the node condition by a controller sync; keep sampling
+    # at the same cadence so fault and fix are observed over equal windows.
+    sample(probe, every=every, duration=2.0, what="endpoints after the failure")
     at = seen["not_ready_at"]
     return {
         "distinct_nodes": len(ctx.state["placement"]),

@@ -1,7 +1,7 @@
 """PrometheusKube 2020: the log backend pushes back, the shipper restarts, lines vanish.
 
 The shipper is the real OpenTelemetry Collector (filelog -> otlphttp), in the
-fragile configuration of baseline.yaml and the durable one of mitigation.yaml."""
+fragile configuration of fault.yaml and the durable one of mitigation.yaml."""
 
 from __future__ import annotations
 
@@ -184,9 +184,9 @@ def _wait_shipping(ctx: RunContext) -> dict[str, Any]:
     return wait_for(fresh, what="fresh lines arriving at the sink", timeout=90, interval=1)
 
 
-def _roll_shipper(ctx: RunContext, manifest: str, config: str) -> str:
+def _roll_shipper(ctx: RunContext, manifest: str, config: str, **extra: str) -> str:
     """Apply one of the collector's configurations and wait until it ships."""
-    ctx.apply(manifest)
+    ctx.apply(manifest, **extra)
     pod = _wait_shipper_rollout(ctx)
     ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
     mounted = ds.spec.template.spec.volumes[0].config_map
@@ -221,7 +221,7 @@ def setup(ctx: RunContext) -> None:
     # Registered before anything can create the directory, so a failure at any
     # later point still removes it.
     ctx.defer(f"remove {host_dir} on {node}", lambda: _remove_state(ctx, node, host_dir))
-    ctx.variables.update(LINES_PER_SECOND=str(LINES_PER_SECOND), STATE_HOST_DIR=host_dir)
+    ctx.variables.update(LINES_PER_SECOND=str(LINES_PER_SECOND))
     ctx.load_image(OTELCOL_IMAGE)
     ctx.apply("sink.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "logsink")
@@ -232,7 +232,9 @@ def setup(ctx: RunContext) -> None:
     _check_sink(ctx)
     ctx.apply("baseline.yaml")
     ctx.kube.wait_pod_running(ctx.namespace, "app")
-    _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG)
+    # Each durable collector keeps its own state (setup's, the fix's), so the fix
+    # does not resume from offsets saved before the fault.
+    _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG, STATE_HOST_DIR=f"{host_dir}/setup")
     ctx.log(f"app -> otelcol (durable) -> logsink {ctx.variables['SINK_URL']}/v1/logs on {node}")
 
 
@@ -369,8 +371,9 @@ def symptom(ctx: RunContext) -> dict[str, float]:
 
 
 def mitigate(ctx: RunContext) -> None:
-    pod = _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG)
-    ctx.log(f"shipper {pod}: offsets and a persistent queue in {ctx.state['host_dir']}")
+    state = f"{ctx.state['host_dir']}/fix"
+    pod = _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG, STATE_HOST_DIR=state)
+    ctx.log(f"shipper {pod}: offsets and a persistent queue in {state}")
 
 
 def verify(ctx: RunContext) -> dict[str, float]:

@@ -24,6 +24,7 @@ from failure_stories.providers.base import Provider
 from failure_stories.reporting.html import write_html
 from failure_stories.reporting.model import (
     ScenarioReport,
+    attach_controls,
     read_reports,
     write_json,
     write_junit,
@@ -48,11 +49,15 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 class KfsGroup(click.Group):
-    """Turns every KfsError into one line on stderr and a non-zero exit."""
+    """Turns every KfsError, and every bad argument or option of a command, into
+    one line on stderr and a non-zero exit."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            _fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
         except KfsError as exc:
             _fail(str(exc))
         except Interrupted as exc:
@@ -105,10 +110,12 @@ def describe(scenario_id: str) -> None:
     for label, text in (
         ("Story", m.story),
         ("Fault", m.fault),
+        ("The event that exposes it", m.event),
         ("Symptom", m.symptom),
         ("Mitigation", m.mitigation),
     ):
-        console.print(f"[bold]{label}[/bold]\n{text}\n")
+        if text:
+            console.print(f"[bold]{label}[/bold]\n{text}\n")
     if m.needs:
         console.print(f"[bold]Needs from the provider[/bold]\n{', '.join(m.needs)}\n")
     table = Table(title="What is measured")
@@ -361,10 +368,13 @@ def gameday(
     help="Directory holding <id>.json reports.",
 )
 def report(report_dir: Path) -> None:
-    """Regenerate junit.xml and report.html from the JSON reports in a directory."""
+    """Regenerate junit.xml and report.html from the JSON reports in a directory
+    (a story's report then lists the control runs found beside it)."""
     reports = read_reports(report_dir) if report_dir.is_dir() else []
     if not reports:
         raise click.UsageError(f"no <id>.json reports in {report_dir}: run `kfs run` first")
+    for story in attach_controls(reports):  # controls run later, in another session
+        write_json(story, report_dir)
     junit, page = write_junit(reports, report_dir), write_html(reports, report_dir)
     console.print(f"{len(reports)} reports -> {junit}, {page}")
 

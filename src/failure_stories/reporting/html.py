@@ -310,7 +310,8 @@ def render(reports: list[ScenarioReport]) -> str:
         "<title>kube-failure-stories report</title>"
         f"<style>{CSS}</style></head><body><h1>kube-failure-stories report</h1>"
         f"<table><tr><th>scenario</th><th>verdict</th>{control_heads}<th>provider</th>"
-        f"<th>seconds</th><th>reason or error</th></tr>{summary}</table>"
+        f"<th>seconds{' (all runs)' if any_controls else ''}</th><th>reason or error</th></tr>"
+        f"{summary}</table>"
         f"{''.join(sections)}</body></html>\n"
     )
 

@@ -127,8 +127,8 @@ class RunContext:
                 f"{self.scenario.id}: {self.phase} started its event twice; "
                 "call ctx.expose() once per measuring window"
             )
-        said = (self.scenario.meta.event or "steps.expose").strip().splitlines()[0]
-        self.log(f"event: {said}")
+        said = " ".join((self.scenario.meta.event or "steps.expose").split())
+        self.log(f"event: {said if len(said) <= 160 else said[:157] + '...'}")
         exposure = Exposure(fn, self, self.started)
         self.exposures.append(exposure)
         return exposure

@@ -126,7 +126,8 @@ class Runner:
         self.report_dir = report_dir
         self.listener = listener or (lambda _e: None)
         # Called once the symptom is proven and before the mitigation: a game day
-        # holds the fault here while people investigate it.
+        # holds the fault here while people investigate it, with the symptom's
+        # event still going (a failed node stays down) unless its window ended it.
         self.hold_fault = hold_fault
 
     def _emit(self, event: Event) -> None:
@@ -275,6 +276,8 @@ class Runner:
             result = PhaseResult(phase)
             report.phases.append(result)  # recorded even if a signal cuts it short
             self._run_phase(scenario, ctx, result)
+            if ctx.exposures and not result.ok:
+                ctx.end_exposures()  # no hold follows a symptom that did not show
             if result.error:
                 return "error"
             if result.refused:
@@ -283,7 +286,10 @@ class Runner:
             if not result.ok:
                 return _VERDICT_ON_FAILED_CHECK.get(phase, "error")
             if phase == "symptom" and self.hold_fault is not None:
-                self.hold_fault(ctx)
+                try:
+                    self.hold_fault(ctx)
+                finally:
+                    ctx.end_exposures()  # the event a drill kept live ends with the hold
         return "passed"
 
     def _run_phase(self, scenario: Scenario, ctx: RunContext, result: PhaseResult) -> None:
@@ -301,7 +307,8 @@ class Runner:
                 with contextlib.suppress(Exception):
                     ctx.end_exposures()
                 raise
-            events = ctx.end_exposures()
+            held = phase == "symptom" and self.hold_fault is not None
+            events = [e.window() for e in ctx.exposures] if held else ctx.end_exposures()
             if events:
                 result.event = events[0]
             elif phase in _MEASURING and scenario.expose_step() is not None:
@@ -345,6 +352,11 @@ class Runner:
         errors: list[str] = []
         if ctx is not None:
             ctx.phase = "teardown"
+            if ctx.exposures:  # interrupted while a drill held the event
+                try:
+                    ctx.end_exposures()
+                except Exception as exc:
+                    errors.append(f"end the story's event: {_one_line(exc)}")
             fn = scenario.step("teardown")
             if fn is not None:
                 ctx.defer("scenario teardown step", lambda: fn(ctx))
