@@ -4,8 +4,8 @@ the pattern this incident grew from? Pure functions over a Snapshot."""
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterator
+from typing import Any
 
 import yaml
 
@@ -65,13 +65,27 @@ def fluentbit_sections(text: str) -> list[tuple[str, dict[str, str]]]:
     return sections
 
 
-def _shipper_kind(w: Workload, c: Obj, config: str) -> str | None:
+def otelcol_config(configs: dict[str, str]) -> dict[str, Any] | None:
+    """The first mounted file that is an OpenTelemetry Collector configuration."""
+    for text in configs.values():
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("receivers"), dict) and "service" in doc:
+            return doc
+    return None
+
+
+def _shipper_kind(w: Workload, c: Obj, config: str, configs: dict[str, str]) -> str | None:
     argv = " ".join(_argv(c))
-    if "shipper.py" in argv:
-        return "shipper.py"
     names = " ".join(
         [str(c.get("image")), argv, str(c.get("name")), w.name, *w.labels.values()]
     ).lower()
+    if "otelcol" in names or "opentelemetry-collector" in names:
+        return "otelcol"
+    if otelcol_config(configs) is not None:
+        return "otelcol"
     if "fluent-bit" in names or "fluentbit" in names or re.search(r"^\s*\[INPUT\]", config, re.M):
         return "fluent-bit"
     if "fluentd" in names or "<source>" in config:
@@ -83,74 +97,135 @@ def _shipper_kind(w: Workload, c: Obj, config: str) -> str | None:
 
 _POSITION_FIX = (
     "keep a position database on a hostPath that outlives the pod (fluent-bit tail DB, "
-    "fluentd pos_file, our shipper's --state-dir), so a restarted shipper resumes where "
-    "its predecessor stopped"
+    "fluentd pos_file, the collector's filelog `storage: file_storage`), so a restarted "
+    "shipper resumes where its predecessor stopped"
 )
 
 
 _RETRY_FIX = (
-    "retry until the backend accepts (fluent-bit Retry_Limit no_limits, our shipper's "
-    "--retry-limit none) with a filesystem buffer (storage.type filesystem) on a hostPath"
+    "retry until the backend accepts (fluent-bit Retry_Limit no_limits, the collector's "
+    "retry_on_failure.max_elapsed_time: 0) with a buffer on a hostPath (storage.type "
+    "filesystem, the collector's sending_queue.storage)"
 )
 
-
-def _option(argv: list[str], name: str) -> str | None:
-    """The value of --name VALUE or --name=VALUE; '' for a bare flag; None if absent."""
-    for i, arg in enumerate(argv):
-        if arg == name:
-            nxt = argv[i + 1] if i + 1 < len(argv) else ""
-            return "" if nxt.startswith("--") else nxt
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+# The file_storage extension's default directory (on Linux).
+_FILE_STORAGE_DEFAULT = "/var/lib/otelcol/file_storage"
+# retry_on_failure.max_elapsed_time when it is not set.
+_DEFAULT_MAX_ELAPSED = "300s"
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def _shell_argv(c: Obj) -> list[str]:
-    """argv, with `sh -c "..."` scripts split into words too."""
-    out: list[str] = []
-    for arg in _argv(c):
-        try:
-            out += shlex.split(arg) if " " in arg else [arg]
-        except ValueError:
-            out.append(arg)
-    return out
+def duration_seconds(value: object) -> float | None:
+    """A collector duration ("300s", "5m", "1h30m", 0) in seconds; None if unreadable."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if text == "0":
+        return 0.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
-def _check_shipper_py(w: Workload, c: Obj) -> Iterator[Finding]:
-    argv = _shell_argv(c)
-    state = next(
-        (v for v in (_option(argv, o) for o in ("--state-dir", "--position-db")) if v is not None),
-        None,
-    )
-    if state is None and _option(argv, "--durable") is None:
+def _storage_dir(doc: dict[str, Any], name: str) -> str | None:
+    """Where a file_storage extension keeps its files (None: another kind of storage)."""
+    if name.split("/", maxsplit=1)[0] != "file_storage":
+        return None
+    ext = (doc.get("extensions") or {}).get(name) or {}
+    return str(ext.get("directory") or _FILE_STORAGE_DEFAULT)
+
+
+# The filelog receiver's type, under its current name and its deprecated alias.
+_FILELOG = {"file_log", "filelog"}
+
+
+def _is_filelog(name: str) -> bool:
+    return name.split("/", maxsplit=1)[0] in _FILELOG
+
+
+def _log_pipelines(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    pipelines = (doc.get("service") or {}).get("pipelines") or {}
+    return [
+        p for k, p in pipelines.items() if str(k).split("/")[0] == "logs" and isinstance(p, dict)
+    ]
+
+
+def _check_filelog(w: Workload, c: Obj, doc: dict[str, Any], name: str) -> Iterator[Finding]:
+    recv = doc["receivers"].get(name) or {}
+    storage = recv.get("storage")
+    if not storage:
+        start = str(recv.get("start_at", "end"))
+        then = (
+            "starts each file at its end (start_at: end), so lines written meanwhile are never read"
+            if start == "end"
+            else "reads each file from its beginning again, sending it twice"
+        )
         yield w.finding(
             STORY,
             "position-db",
             HIGH,
-            f"shipper.py in container {c.get('name')} runs without --state-dir: no position "
-            "database and a memory buffer, so a restart loses what was buffered and skips "
-            "what was written while it was down",
+            f"collector receiver {name} has no `storage`: its file offsets die with the "
+            f"process, and a restarted collector {then}",
             _POSITION_FIX,
         )
-    elif state and not on_host_path(w.spec, c, state):
+        return
+    where = _storage_dir(doc, str(storage))
+    if where is not None and not on_host_path(w.spec, c, where):
         yield w.finding(
             STORY,
             "position-db-not-on-host",
             MEDIUM,
-            f"shipper.py keeps its state in {state}, which is not on a hostPath volume: "
-            "it dies with the pod",
-            "mount a hostPath (DirectoryOrCreate) at the state directory",
+            f"collector receiver {name} keeps its offsets in {storage} at {where}, which is "
+            "not on a hostPath volume: they die with the pod",
+            "mount a hostPath (DirectoryOrCreate) at the file_storage directory",
         )
-    limit = _option(argv, "--retry-limit")
-    if limit is None or limit.lower() not in ("none", "false", "no_limits"):
+
+
+def _check_exporter(w: Workload, doc: dict[str, Any], name: str) -> Iterator[Finding]:
+    exp = (doc.get("exporters") or {}).get(name) or {}
+    queue = exp.get("sending_queue") or {}
+    retry = exp.get("retry_on_failure") or {}
+    persistent = queue.get("enabled", True) is not False and bool(queue.get("storage"))
+    retrying = retry.get("enabled", True) is not False
+    limit = retry.get("max_elapsed_time", _DEFAULT_MAX_ELAPSED)
+    if retrying and duration_seconds(limit) == 0.0 and persistent:
+        return
+    problems = []
+    if not retrying:
+        problems.append("does not retry, so data the backend refuses is dropped")
+    elif duration_seconds(limit) != 0.0:
+        problems.append(f"gives up after max_elapsed_time {limit} and drops the data")
+    if not persistent:
+        problems.append("keeps its sending queue in memory, which dies with the pod")
+    yield w.finding(
+        STORY,
+        "retry-limit",
+        MEDIUM,
+        f"collector exporter {name} " + "; it ".join(problems),
+        _RETRY_FIX,
+    )
+
+
+def _check_otelcol(w: Workload, c: Obj, configs: dict[str, str]) -> Iterator[Finding]:
+    doc = otelcol_config(configs)
+    if doc is None:
         yield w.finding(
             STORY,
-            "retry-limit",
-            MEDIUM,
-            f"shipper.py gives up on a chunk after {limit or '1 (the default)'} retries: "
-            "while the backend rejects writes (HTTP 429) chunks are dropped for good",
-            _RETRY_FIX,
+            "config-not-found",
+            INFO,
+            f"OpenTelemetry Collector container {c.get('name')}: no configuration found in a "
+            "mounted ConfigMap, so its offsets, queue and retries cannot be checked",
+            "check by hand that filelog has `storage` and the exporters a persistent queue",
         )
+        return
+    pipelines = _log_pipelines(doc)
+    receivers = sorted({str(r) for p in pipelines for r in p.get("receivers") or []})
+    for name in (r for r in receivers if _is_filelog(r)):
+        yield from _check_filelog(w, c, doc, name)
+    if any(_is_filelog(r) for r in receivers):
+        for name in sorted({str(e) for p in pipelines for e in p.get("exporters") or []}):
+            yield from _check_exporter(w, doc, name)
 
 
 def _check_fluentbit(w: Workload, c: Obj, configs: dict[str, str]) -> Iterator[Finding]:
@@ -264,9 +339,9 @@ def check_log_shippers(snap: Snapshot) -> Iterator[Finding]:
         configs = _configmap_text(w.namespace, _mounted_configmaps(w.spec), snap)
         config = "\n".join(configs.values())
         for c in w.containers:
-            kind = _shipper_kind(w, c, config)
-            if kind == "shipper.py":
-                yield from _check_shipper_py(w, c)
+            kind = _shipper_kind(w, c, config, configs)
+            if kind == "otelcol":
+                yield from _check_otelcol(w, c, configs)
             elif kind == "fluent-bit":
                 yield from _check_fluentbit(w, c, configs)
             elif kind == "fluentd":

@@ -1,4 +1,7 @@
-"""PrometheusKube 2020: the log backend pushes back, the shipper restarts, lines vanish."""
+"""PrometheusKube 2020: the log backend pushes back, the shipper restarts, lines vanish.
+
+The shipper is the real OpenTelemetry Collector (filelog -> otlphttp), in the
+fragile configuration of fault.yaml and the durable one of mitigation.yaml."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from kubernetes.client.rest import ApiException
 from websocket import WebSocketException
 
 from failure_stories import (
+    OTELCOL_IMAGE,
     REAL_NODE_LABEL,
     RunContext,
     RunError,
@@ -36,6 +40,16 @@ SETTLE_QUIET_SECONDS = 8
 SAMPLE_EVERY = 1.0
 STATE_ROOT = "/var/lib/kfs-shipper"
 SHIPPER = "app=shipper"
+# The ConfigMaps of the collector's two configurations (fault.yaml, mitigation.yaml).
+FRAGILE_CONFIG = "otelcol-fragile"
+DURABLE_CONFIG = "otelcol-durable"
+METRICS_PORT = 8888
+# The collector's own count of log records its exporter gave up on (retries
+# exhausted) and could not queue (queue full): what its dashboard would show.
+DROPPED_METRICS = (
+    "otelcol_exporter_send_failed_log_records",
+    "otelcol_exporter_enqueue_failed_log_records",
+)
 
 
 # -- talking to the pods ---------------------------------------------------------------
@@ -83,13 +97,38 @@ def _app_seq(ctx: RunContext) -> int:
     return int(_exec(ctx, "app", ["cat", "/tmp/seq"]).strip())
 
 
-def _shipper_metrics(ctx: RunContext) -> dict[str, Any]:
-    pod = _one_ready(ctx, SHIPPER)
-    if pod is None:
+def prometheus_sum(text: str, name: str) -> float | None:
+    """The sum over all label sets of a metric in Prometheus' text format (a
+    counter may carry the `_total` suffix); None if it is not there at all."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        metric, _, rest = line.partition(" ")
+        base = metric.split("{", 1)[0]
+        if base in (name, f"{name}_total"):
+            total += float(rest.split()[0])
+            seen = True
+    return total if seen else None
+
+
+def shipper_dropped(text: str) -> dict[str, Any]:
+    """What the collector's metrics say it dropped; {} if it says nothing."""
+    values = [prometheus_sum(text, m) for m in DROPPED_METRICS]
+    found = [v for v in values if v is not None]
+    if not found and "otelcol_" not in text:
         return {}
-    out = _exec(ctx, pod.metadata.name, ["curl", "-sS", "-m", "3", "http://127.0.0.1:2020/metrics"])
-    result: dict[str, Any] = json.loads(out)
-    return result
+    return {"records_dropped": int(sum(found))}
+
+
+def _shipper_metrics(ctx: RunContext) -> dict[str, Any]:
+    """The running collector's own counters, read from its Prometheus endpoint
+    (from the sink's pod: the collector's image holds nothing but the collector)."""
+    pod = _one_ready(ctx, SHIPPER)
+    if pod is None or not pod.status.pod_ip:
+        return {}
+    url = f"http://{pod.status.pod_ip}:{METRICS_PORT}/metrics"
+    return shipper_dropped(_exec(ctx, ctx.state["sink_pod"], ["curl", "-sS", "-m", "3", url]))
 
 
 # -- setup and teardown ----------------------------------------------------------------
@@ -145,6 +184,36 @@ def _wait_shipping(ctx: RunContext) -> dict[str, Any]:
     return wait_for(fresh, what="fresh lines arriving at the sink", timeout=90, interval=1)
 
 
+def _roll_shipper(ctx: RunContext, manifest: str, config: str, **extra: str) -> str:
+    """Apply one of the collector's configurations and wait until it ships."""
+    ctx.apply(manifest, **extra)
+    pod = _wait_shipper_rollout(ctx)
+    ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
+    mounted = ds.spec.template.spec.volumes[0].config_map
+    if mounted is None or mounted.name != config:
+        raise RunError(f"the shipper DaemonSet does not run the {config} configuration")
+    _wait_shipping(ctx)
+    return pod
+
+
+def _check_sink(ctx: RunContext) -> None:
+    # The backend is the outside world, not the system under test: check that it
+    # takes OTLP (an older toolbox image's sink answered 404) and that its 429
+    # switch works before anything depends on it, and leave it off.
+    argv = ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"]
+    argv += ["-H", "Content-Type: application/x-protobuf", "--data-binary", ""]
+    code = _exec(ctx, ctx.state["sink_pod"], [*argv, "http://127.0.0.1:9200/v1/logs"]).strip()
+    if code != "200":
+        raise RunError(
+            f"the log sink answered HTTP {code} to an empty OTLP export: the toolbox image "
+            f"on the node is not this checkout's (rebuild and import it: `kfs cluster up`)"
+        )
+    on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
+    off = _sink(ctx, "/fault", {"reject": False})
+    if not on["rejecting"] or off["rejecting"]:
+        raise RunError("the sink did not switch its 429 fault on and off")
+
+
 def setup(ctx: RunContext) -> None:
     node = _real_node(ctx)
     host_dir = f"{STATE_ROOT}/{ctx.namespace}"
@@ -152,44 +221,36 @@ def setup(ctx: RunContext) -> None:
     # Registered before anything can create the directory, so a failure at any
     # later point still removes it.
     ctx.defer(f"remove {host_dir} on {node}", lambda: _remove_state(ctx, node, host_dir))
-    ctx.variables.update(LINES_PER_SECOND=str(LINES_PER_SECOND), STATE_HOST_DIR=host_dir)
+    ctx.variables.update(LINES_PER_SECOND=str(LINES_PER_SECOND))
+    ctx.load_image(OTELCOL_IMAGE)
     ctx.apply("sink.yaml")
     ctx.kube.wait_rollout(ctx.namespace, "logsink")
     ip = ctx.kube.core.read_namespaced_service("logsink", ctx.namespace).spec.cluster_ip
     ctx.variables["SINK_URL"] = f"http://{ip}:9200"
     sink = wait_for(lambda: _one_ready(ctx, "app=logsink"), what="the sink pod ready", timeout=60)
     ctx.state["sink_pod"] = sink.metadata.name
-    # The event's switch must work before any window relies on it.
-    on = _sink(ctx, "/fault", {"reject": True, "seconds": 1})
-    off = _sink(ctx, "/fault", {"reject": False})
-    if not on["rejecting"] or off["rejecting"]:
-        raise RunError("the sink did not switch its 429 fault on and off")
-    ctx.measure("fault_seconds", FAULT_SECONDS)
-    ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
+    _check_sink(ctx)
     ctx.apply("baseline.yaml")
     ctx.kube.wait_pod_running(ctx.namespace, "app")
-    # Without the latent fault the shipper runs durable; each durable shipper keeps
-    # its own positions, so the fix does not resume from before the fault.
-    ctx.apply("mitigation.yaml", STATE_HOST_DIR=f"{host_dir}/setup")
-    _wait_shipper_rollout(ctx)
-    _wait_shipping(ctx)
-    ctx.log(f"app -> shipper (durable) -> logsink {ctx.variables['SINK_URL']} on {node}")
+    # Each durable collector keeps its own state (setup's, the fix's), so the fix
+    # does not resume from offsets saved before the fault.
+    _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG, STATE_HOST_DIR=f"{host_dir}/setup")
+    ctx.log(f"app -> otelcol (durable) -> logsink {ctx.variables['SINK_URL']}/v1/logs on {node}")
 
 
-# -- the measured window ---------------------------------------------------------------
+# -- the event that exposes the fault --------------------------------------------------
 
 
-def _probe(ctx: RunContext, seen: dict[str, Any]) -> dict[str, Any]:
+def _probe(ctx: RunContext) -> dict[str, Any]:
     stats = _sink(ctx, "/stats")
     lag = stats["freshness_lag_seconds"]
     if lag is not None:
         ctx.record("freshness_lag_seconds", lag)
     ctx.record("sink_rejecting", 1.0 if stats["rejecting"] else 0.0)
-    seen["last"] = stats
     return stats
 
 
-def _restart_shipper(ctx: RunContext, seen: dict[str, Any]) -> None:
+def _restart_shipper(ctx: RunContext) -> None:
     old = _one_ready(ctx, SHIPPER)
     if old is None:
         raise RunError("no ready shipper pod to restart")
@@ -198,26 +259,51 @@ def _restart_shipper(ctx: RunContext, seen: dict[str, Any]) -> None:
     t0 = time.monotonic()
 
     def replaced() -> Any:
-        _probe(ctx, seen)
+        _probe(ctx)
         return _one_ready(ctx, SHIPPER, exclude=frozenset({name}))
 
     new = wait_for(replaced, what="the DaemonSet to recreate the shipper", timeout=90, interval=1)
     ctx.log(f"shipper {name} deleted; {new.metadata.name} ready after {time.monotonic() - t0:.1f}s")
 
 
-def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
-    """Audit every line the app writes in a window, with or without the fault sequence."""
-    since = _wait_shipping(ctx)["now"]
-    first = _app_seq(ctx) + 1
-    seen: dict[str, Any] = {}
+def expose(ctx: RunContext) -> None:
+    """The backend answers 429 for FAULT_SECONDS; RESTART_AFTER_SECONDS into it the
+    shipper's pod is deleted and the DaemonSet recreates it. Over when the backend
+    accepts writes again (it times the outage itself)."""
+    _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
+    ctx.log(f"sink rejects every write with 429 for {FAULT_SECONDS}s")
 
     def probe() -> None:
-        _probe(ctx, seen)
+        _probe(ctx)
 
-    if disrupt:
-        sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the fault")
+    sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
+    _restart_shipper(ctx)
+    wait_for(
+        lambda: not _probe(ctx)["rejecting"],
+        what="the sink accepting writes again",
+        timeout=FAULT_SECONDS + 60,
+        interval=SAMPLE_EVERY,
+    )
+    ctx.log("sink accepts writes again")
+
+
+# -- the measured window ---------------------------------------------------------------
+
+
+def _window(ctx: RunContext, event: bool) -> dict[str, float]:
+    """Audit every line the app writes in a window, around the event or without it."""
+    since = _wait_shipping(ctx)["now"]
+    first = _app_seq(ctx) + 1
+
+    def probe() -> None:
+        _probe(ctx)
+
+    if event:
+        sample(probe, every=SAMPLE_EVERY, duration=2, what="freshness before the event")
         ctx.expose()
         sample(probe, every=SAMPLE_EVERY, duration=AFTER_FAULT_SECONDS, what="the recovery")
+        ctx.measure("fault_seconds", FAULT_SECONDS)
+        ctx.measure("shipper_restart_after_seconds", RESTART_AFTER_SECONDS)
     else:
         sample(probe, every=SAMPLE_EVERY, duration=BASELINE_SECONDS, what="the baseline")
     last = _app_seq(ctx)
@@ -248,7 +334,7 @@ def _window(ctx: RunContext, disrupt: bool) -> dict[str, float]:
         f"lines {first}..{last}: {w['received']}/{w['expected']} arrived, {w['missing']} lost "
         f"{w['missing_ranges'][:5]}, {w['duplicates']} duplicates; max freshness lag "
         f"{max_lag:.1f}s; running shipper reports {metrics.get('records_dropped', '?')} "
-        f"dropped records, {metrics.get('retries', '?')} retries"
+        "dropped records"
     )
     return log_numbers(w, max_lag, metrics)
 
@@ -270,52 +356,25 @@ def log_numbers(
 
 
 def steady_state(ctx: RunContext) -> dict[str, float]:
-    return _window(ctx, disrupt=False)
+    return _window(ctx, event=False)
 
 
 def inject(ctx: RunContext) -> None:
-    """The latent fault: the shipper rolled out in its fragile configuration."""
-    ctx.apply("fault.yaml")
-    _wait_shipper_rollout(ctx)
-    _wait_shipping(ctx)
-    ctx.log("shipper rolled out in its fragile configuration")
-
-
-def expose(ctx: RunContext) -> None:
-    """The event: the backend answers 429 for FAULT_SECONDS, and the shipper pod is
-    restarted RESTART_AFTER_SECONDS into it (see manifests/fault.yaml)."""
-    seen: dict[str, Any] = {}
-
-    def probe() -> None:
-        _probe(ctx, seen)
-
-    _sink(ctx, "/fault", {"reject": True, "seconds": FAULT_SECONDS})
-    ctx.log(f"sink rejects every bulk write with 429 for {FAULT_SECONDS}s")
-    sample(probe, every=SAMPLE_EVERY, duration=RESTART_AFTER_SECONDS, what="the fault")
-    _restart_shipper(ctx, seen)
-    wait_for(
-        lambda: not _probe(ctx, seen)["rejecting"],
-        what="the sink accepting writes again",
-        timeout=FAULT_SECONDS + 60,
-        interval=SAMPLE_EVERY,
-    )
-    ctx.log("sink accepts writes again")
+    # The latent fault alone: the shipper's fragile configuration, quiet while the
+    # backend accepts and the pod keeps running.
+    pod = _roll_shipper(ctx, "fault.yaml", FRAGILE_CONFIG)
+    ctx.log(f"shipper {pod}: no offsets, an in-memory queue, retries for 2 s")
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
-    return _window(ctx, disrupt=True)
+    return _window(ctx, event=True)
 
 
 def mitigate(ctx: RunContext) -> None:
-    ctx.apply("mitigation.yaml", STATE_HOST_DIR=f"{ctx.state['host_dir']}/fix")
-    pod = _wait_shipper_rollout(ctx)
-    ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
-    args = ds.spec.template.spec.containers[0].command
-    if "--state-dir" not in args or "none" not in args:
-        raise RunError(f"the shipper DaemonSet is not in its durable configuration: {args}")
-    _wait_shipping(ctx)
-    ctx.log(f"shipper {pod}: position DB and file buffer in {ctx.state['host_dir']}")
+    state = f"{ctx.state['host_dir']}/fix"
+    pod = _roll_shipper(ctx, "mitigation.yaml", DURABLE_CONFIG, STATE_HOST_DIR=state)
+    ctx.log(f"shipper {pod}: offsets and a persistent queue in {state}")
 
 
 def verify(ctx: RunContext) -> dict[str, float]:
-    return _window(ctx, disrupt=True)
+    return _window(ctx, event=True)

@@ -10,7 +10,7 @@ only the ones below it (import-linter checks it, see pyproject.toml)::
     run                      runner, RunContext, session, parallel runs, cleanup, events
     audit  reporting         the read-only audit; the report model, JUnit and HTML
     providers                clusters (local, kind, existing), their abilities, the client
-    images                   the offline toolbox and pause images
+    images                   the offline toolbox, pause and log shipper images
     host                     this machine: commands, processes, locks, outside hosts, CPU
     contract                 what a story is: scenario.yaml, thresholds, steps, abilities
     core                     errors, the wait helper, atomic files, the checkout's paths
@@ -31,6 +31,7 @@ from failure_stories.core.errors import (
 )
 from failure_stories.core.wait import sample, wait_for, watch
 from failure_stories.host.netns import OutsideHost
+from failure_stories.images import OTELCOL_IMAGE
 from failure_stories.operator import redis_failover
 from failure_stories.operator.runtime import start_for_run as start_operator
 from failure_stories.providers import snat
@@ -39,6 +40,7 @@ from failure_stories.providers.kube import pod_ready
 from failure_stories.run.context import RunContext
 
 __all__ = [
+    "OTELCOL_IMAGE",
     "REAL_NODE_LABEL",
     "SIMULATED_NODE_LABEL",
     "KfsError",

@@ -57,7 +57,7 @@ class StubProvider(Provider):
         return FileLocks()  # in KFS_LOCK_DIR: no cluster to keep Leases on
 
     def manifest_variables(self) -> dict[str, str]:
-        return {"TOOLBOX_IMAGE": "toolbox:test"}
+        return {"TOOLBOX_IMAGE": "toolbox:test", "OTELCOL_IMAGE": "otelcol:test"}
 
 
 SCENARIO_YAML = """\

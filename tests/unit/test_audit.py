@@ -751,18 +751,57 @@ def test_fluentd_needs_a_pos_file():
     assert _shippers("fluentd", fluentd, durable) == {}
 
 
-def test_our_shipper_needs_a_state_dir_on_the_host_and_unlimited_retries():
-    base = ["python3", "/opt/kfs/workloads/shipper.py", "--pod", "app", "--flush", "1"]
-    fragile = {"name": "shipper", "image": "toolbox", "command": [*base, "--retry-limit", "1"]}
-    assert _shippers("shipper", fragile) == {"position-db": A.HIGH, "retry-limit": A.MEDIUM}
-    durable = {
-        "name": "shipper",
-        "image": "toolbox",
-        "command": [*base, "--retry-limit", "none", "--state-dir", "/var/log/shipper"],
+OTELCOL = {"name": "otelcol", "image": "otel/opentelemetry-collector-contrib:0.165.0"}
+OTELCOL_FRAGILE = """\
+receivers:
+  filelog:
+    include: [/var/log/pods/*/*/*.log]
+exporters:
+  otlphttp:
+    endpoint: http://logs.example:4318
+service:
+  pipelines:
+    logs: {receivers: [filelog], exporters: [otlphttp]}
+"""
+OTELCOL_DURABLE = """\
+extensions:
+  file_storage: {directory: /var/log/otelcol}
+receivers:
+  filelog:
+    include: [/var/log/pods/*/*/*.log]
+    storage: file_storage
+exporters:
+  otlphttp:
+    endpoint: http://logs.example:4318
+    sending_queue: {storage: file_storage}
+    retry_on_failure: {max_elapsed_time: 0}
+service:
+  extensions: [file_storage]
+  pipelines:
+    logs: {receivers: [filelog], exporters: [otlphttp]}
+"""
+
+
+def test_collector_defaults_lose_offsets_queue_and_data_after_five_minutes():
+    assert _shippers("logs", OTELCOL, OTELCOL_FRAGILE) == {
+        "position-db": A.HIGH,
+        "retry-limit": A.MEDIUM,
     }
-    assert _shippers("shipper", durable) == {}
-    in_pod = {**durable, "command": [*base, "--retry-limit", "none", "--state-dir=/state"]}
-    assert _shippers("shipper", in_pod) == {"position-db-not-on-host": A.MEDIUM}
+    assert _shippers("logs", OTELCOL, OTELCOL_DURABLE) == {}
+    # Recognised by its configuration alone, whatever the image is called.
+    anonymous = {"name": "agent", "image": "example/agent:1"}
+    assert _shippers("agent", anonymous, OTELCOL_DURABLE) == {}
+    assert _shippers("agent", anonymous, OTELCOL_FRAGILE)["position-db"] == A.HIGH
+    assert _shippers("logs", OTELCOL) == {"config-not-found": A.INFO}
+
+
+def test_collector_storage_off_the_host_or_a_retry_limit_is_flagged():
+    in_pod = OTELCOL_DURABLE.replace("/var/log/otelcol", "/tmp/otelcol")
+    assert _shippers("logs", OTELCOL, in_pod) == {"position-db-not-on-host": A.MEDIUM}
+    limited = OTELCOL_DURABLE.replace("max_elapsed_time: 0", "max_elapsed_time: 2s")
+    assert _shippers("logs", OTELCOL, limited) == {"retry-limit": A.MEDIUM}
+    memory_queue = OTELCOL_DURABLE.replace("sending_queue: {storage: file_storage}", "")
+    assert _shippers("logs", OTELCOL, memory_queue) == {"retry-limit": A.MEDIUM}
 
 
 def test_vector_checkpoints_must_be_on_a_host_path():

@@ -118,3 +118,24 @@ def test_stale_run_locks_are_swept_and_live_ones_kept(
         assert locks.sweep_run_locks({"kfs-dead-abc123", "kfs-live-xyz789"}) == ["kfs-dead-abc123"]
         assert locks.sweep_run_locks() == ["kfs-other-def456"]
         assert [p.name for p in tmp_path.iterdir()] == ["run-kfs-live-xyz789.lock"]
+
+
+def test_each_control_is_a_child_run_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kfs run --all --control no-fault --control no-fix --jobs N`: one child per
+    story and control, the timing story's runs first and alone."""
+    from failure_stories.run import parallel
+
+    waves: list[tuple[int, list[Job]]] = []
+    monkeypatch.setattr(Pool, "run", lambda self, w: waves.extend(w) or [])
+    found = list(scenarios.discover().values())
+    parallel.run_all(found, Path("/r"), 3, ["--provider", "local"], print, ("no-fault", "no-fix"))
+    (width_alone, alone), (width_rest, rest) = waves
+    assert (width_alone, width_rest) == (1, 3)
+    assert [(j.scenario.id, j.control) for j in alone] == [
+        ("buffer-cpu-throttling", "no-fault"),
+        ("buffer-cpu-throttling", "no-fix"),
+    ]
+    assert len(rest) == 2 * (len(found) - 1)
+    argv = alone[1].argv
+    assert argv[argv.index("--control") + 1] == "no-fix"
+    assert argv[-2:] == ["--provider", "local"]

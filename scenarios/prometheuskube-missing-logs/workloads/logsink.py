@@ -1,31 +1,45 @@
-"""A log backend that answers a shipper the way Elasticsearch does, and keeps count.
+"""A log backend that a node's log shipper writes to, and that keeps count.
 
-It speaks the part of Elasticsearch's `_bulk` API a log shipper uses (fluent-bit's
-`es` output, fluentd's elasticsearch plugin, our shipper.py): NDJSON pairs of an
-action line and a document, answered with `{"errors": false, "items": [...]}`.
-Each document's log line carries the writer's `seq=N ts=T`; the sink records which
-sequence numbers arrived (and how often) and how old the newest line is, which is
-the end-to-end freshness canary an SRE alerts on.
+It is the outside world of the story, not the system under test: it takes writes
+in two protocols and counts what arrived.
 
-Fault: `POST /fault {"reject": true, "seconds": 15}` makes every bulk write fail
-with HTTP 429 and the body Elasticsearch sends when its write thread pool queue is
-full (`es_rejected_execution_exception`), until `{"reject": false}` or the
-seconds run out (timed here, so the fault's length does not depend on the caller).
+* OTLP/HTTP logs (`POST /v1/logs`), what the OpenTelemetry Collector's otlphttp
+  exporter sends: an ExportLogsServiceRequest in protobuf (the exporter's default)
+  or JSON, gzip-compressed or not, answered with an empty ExportLogsServiceResponse.
+  The protobuf wire format is decoded here by hand (the toolbox has no protobuf
+  library), reading only the fields on the way to each log record's body.
+* Elasticsearch's `_bulk` API, what fluent-bit's `es` output and fluentd's
+  elasticsearch plugin send (the real fluent-bit manifests for kind): NDJSON pairs
+  of an action line and a document, answered with `{"errors": false, "items": [...]}`.
 
-Endpoints: GET /healthz, GET / (cluster info), POST /_bulk and /<index>/_bulk,
-GET /stats[?from=A&to=B&since=T], POST /fault.
+Each log line carries the writer's `seq=N ts=T`; the sink records which sequence
+numbers arrived (and how often) and how old the newest line is, which is the
+end-to-end freshness canary an SRE alerts on.
+
+Fault: `POST /fault {"reject": true, "seconds": 15}` makes every write fail with
+HTTP 429 until `{"reject": false}` or the seconds run out (timed here, so the
+fault's length does not depend on the caller): for OTLP a google.rpc.Status
+RESOURCE_EXHAUSTED, as a collector gateway answers when its memory limiter refuses
+data; for `_bulk` the body Elasticsearch sends when its write thread pool queue is
+full (`es_rejected_execution_exception`).
+
+Endpoints: GET /healthz, GET / (cluster info), POST /v1/logs, POST /_bulk and
+/<index>/_bulk, GET /stats[?from=A&to=B&since=T], POST /fault.
 Run as: python3 /opt/kfs/workloads/logsink.py --port 9200
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import secrets
+import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,6 +123,129 @@ def rejection_body(index: str, count: int) -> dict[str, Any]:
 def bad_request_body(reason: str) -> dict[str, Any]:
     cause = {"type": "illegal_argument_exception", "reason": reason}
     return {"error": {"root_cause": [cause], **cause}, "status": 400}
+
+
+class OtlpError(ValueError):
+    """A request an OTLP/HTTP server answers with 400 Bad Request."""
+
+
+# Field numbers of opentelemetry/proto/{collector/logs/v1,logs/v1,common/v1}.
+_RESOURCE_LOGS, _SCOPE_LOGS, _LOG_RECORDS, _BODY = 1, 2, 2, 5
+_STRING_VALUE = 1
+RESOURCE_EXHAUSTED = 8  # google.rpc.Code
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise OtlpError("truncated or overlong varint")
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def proto_fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """(field number, value) of one protobuf message: ints for varint and fixed
+    fields, bytes for length-delimited ones (sub-messages, strings)."""
+    out: list[tuple[int, int | bytes]] = []
+    i = 0
+    while i < len(data):
+        tag, i = _varint(data, i)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise OtlpError("field number 0")
+        if wire == 0:
+            value, i = _varint(data, i)
+            out.append((number, value))
+        elif wire in {1, 5}:
+            size = 8 if wire == 1 else 4
+            if i + size > len(data):
+                raise OtlpError("truncated fixed-size field")
+            fmt = "<Q" if wire == 1 else "<I"
+            out.append((number, struct.unpack_from(fmt, data, i)[0]))
+            i += size
+        elif wire == 2:
+            length, i = _varint(data, i)
+            if i + length > len(data):
+                raise OtlpError("length-delimited field runs past the message")
+            out.append((number, data[i : i + length]))
+            i += length
+        else:
+            raise OtlpError(f"unsupported wire type {wire}")
+    return out
+
+
+def _sub(data: bytes, number: int) -> list[bytes]:
+    return [v for n, v in proto_fields(data) if n == number and isinstance(v, bytes)]
+
+
+def otlp_log_bodies(body: bytes, content_type: str) -> list[str]:
+    """The body of every log record of an ExportLogsServiceRequest (string bodies;
+    others as their JSON or an empty string)."""
+    if content_type.startswith("application/json"):
+        try:
+            req = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise OtlpError(f"invalid JSON: {exc}") from exc
+        if not isinstance(req, dict):
+            raise OtlpError("the request is not a JSON object")
+        out = []
+        for rl in req.get("resourceLogs") or []:
+            for sl in rl.get("scopeLogs") or []:
+                for rec in sl.get("logRecords") or []:
+                    value = rec.get("body") or {}
+                    out.append(str(value.get("stringValue", json.dumps(value))))
+        return out
+    if not content_type.startswith("application/x-protobuf"):
+        raise OtlpError(f"unsupported content type {content_type or '(none)'}")
+    out = []
+    for rl in _sub(body, _RESOURCE_LOGS):
+        for sl in _sub(rl, _SCOPE_LOGS):
+            for rec in _sub(sl, _LOG_RECORDS):
+                strings = [
+                    v.decode("utf-8", "replace")
+                    for value in _sub(rec, _BODY)
+                    for n, v in proto_fields(value)
+                    if n == _STRING_VALUE and isinstance(v, bytes)
+                ]
+                out.append(strings[0] if strings else "")
+    return out
+
+
+def decompress(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    try:
+        if encoding == "gzip":
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except (OSError, zlib.error, EOFError) as exc:
+        raise OtlpError(f"bad {encoding} body: {exc}") from exc
+    raise OtlpError(f"unsupported Content-Encoding {encoding}")
+
+
+def _proto_string(number: int, text: str) -> bytes:
+    data = text.encode()
+    out = bytearray([number << 3 | 2])
+    n = len(data)
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out) + data
+
+
+def rpc_status(code: int, message: str, content_type: str) -> bytes:
+    """A google.rpc.Status, the error body OTLP/HTTP servers send."""
+    if content_type.startswith("application/json"):
+        return json.dumps({"code": code, "message": message}).encode()
+    return bytes([1 << 3, code]) + _proto_string(2, message)
 
 
 def ranges(numbers: Iterable[int]) -> list[list[int]]:
@@ -269,10 +406,36 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(400, bad_request_body(f"bad fault request: {exc}"))
                 return
             self._json(200, self.store.stats(now))
+        elif url.path == "/v1/logs":
+            self._otlp(body, now)
         elif url.path == "/_bulk" or url.path.endswith("/_bulk"):
             self._bulk(url.path, body, now)
         else:
             self._json(404, {"error": "not found", "status": 404})
+
+    def _otlp(self, body: bytes, now: float) -> None:
+        content_type = (self.headers.get("Content-Type") or "").lower()
+        reply_type = (
+            "application/json"
+            if content_type.startswith("application/json")
+            else "application/x-protobuf"
+        )
+        try:
+            raw = decompress(body, self.headers.get("Content-Encoding") or "")
+            bodies = otlp_log_bodies(raw, content_type)
+        except OtlpError as exc:
+            httpserve.reply(self, 400, rpc_status(3, str(exc), reply_type), reply_type)
+            return
+        if self.store.rejecting(now):
+            with self.store.lock:
+                self.store.rejected_requests += 1
+            message = f"rejected {len(bodies)} log records: the backend is over its write capacity"
+            data = rpc_status(RESOURCE_EXHAUSTED, message, reply_type)
+            httpserve.reply(self, 429, data, reply_type)
+            return
+        self.store.accept(({"log": text} for text in bodies), now)
+        # An empty ExportLogsServiceResponse: no partial_success, all accepted.
+        httpserve.reply(self, 200, b"{}" if reply_type == "application/json" else b"", reply_type)
 
     def _bulk(self, path: str, body: bytes, now: float) -> None:
         default_index = path.strip("/").split("/")[0] if path.count("/") > 1 else "logs"

@@ -6,7 +6,11 @@ the repository:
 * the toolbox (``TOOLBOX_IMAGE``): a debootstrapped Debian rootfs (layer 1) plus
   the shared ``images/workloads/`` and each story's ``scenarios/<id>/workloads/``
   copied to ``/opt/kfs/workloads`` (layer 2);
-* the pause image (``PAUSE_IMAGE``): our own static ``images/pause/pause.c``.
+* the pause image (``PAUSE_IMAGE``): our own static ``images/pause/pause.c``;
+* the OpenTelemetry Collector (``OTELCOL_IMAGE``), a story's log shipper, compiled
+  from the pinned wrapper module ``build/otelcol`` (see otelcol). It is built on
+  demand (``build_on_demand``), by prepare and by the story that loads it, not
+  with the two images every node imports.
 
 Archives are written with tarfile/hashlib/json in the layout ``docker save``
 has produced since Docker 25: an OCI image layout (``oci-layout``,
@@ -21,7 +25,7 @@ has its own key so that editing a workload script rebuilds only the small
 second layer and re-packs the archive, not the one-minute debootstrap.
 
 The modules, from the bottom: oci (archives), cache, rootfs (the base layer),
-build (the two images), load (into containerd or Docker)."""
+build (the two images), otelcol (the collector), load (into containerd or Docker)."""
 
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ from failure_stories.images.oci import (
     write_image_archive,
     write_layer,
 )
+from failure_stories.images.otelcol import OTELCOL_IMAGE, build_on_demand
 from failure_stories.images.rootfs import (
     TOOLBOX_PACKAGES,
     base_key,
@@ -63,6 +68,7 @@ from failure_stories.images.rootfs import (
 __all__ = [
     "FIXED_MTIME",
     "IMAGES_DIR",
+    "OTELCOL_IMAGE",
     "PATH_ENV",
     "PAUSE_IMAGE",
     "RECIPE_VERSION",
@@ -73,6 +79,7 @@ __all__ = [
     "base_key",
     "build_base_layer",
     "build_images",
+    "build_on_demand",
     "debian_mirror",
     "default_cache_dir",
     "docker_build_context",

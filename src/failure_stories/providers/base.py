@@ -79,11 +79,12 @@ class Provider(abc.ABC):
     pod_cidr = "10.244.0.0/16"
 
     def manifest_variables(self) -> dict[str, str]:
-        from failure_stories.images import PAUSE_IMAGE, TOOLBOX_IMAGE
+        from failure_stories.images import OTELCOL_IMAGE, PAUSE_IMAGE, TOOLBOX_IMAGE
 
         return {
             "TOOLBOX_IMAGE": TOOLBOX_IMAGE,
             "PAUSE_IMAGE": PAUSE_IMAGE,
+            "OTELCOL_IMAGE": OTELCOL_IMAGE,
             "POD_CIDR": self.pod_cidr,
         }
 

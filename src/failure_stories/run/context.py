@@ -13,6 +13,7 @@ from failure_stories.host import node_cpu
 from failure_stories.providers.capabilities import (
     CgroupReader,
     EgressSnat,
+    ImageLoader,
     NodeFailure,
     NodeShell,
     OutsideNetwork,
@@ -98,6 +99,15 @@ class RunContext:
         if not isinstance(self.provider, EgressSnat):
             raise self._lacks("egress-snat")
         return self.provider
+
+    def load_image(self, ref: str) -> None:
+        """Make an image that kfs builds on demand (the log shipper...) available to
+        the nodes. A provider that cannot load images (a cluster kfs did not build)
+        must already have it, as it has the toolbox."""
+        if isinstance(self.provider, ImageLoader):
+            from failure_stories import images
+
+            self.provider.load_images({ref: images.build_on_demand(ref, log=self.log)})
 
     def _lacks(self, ability: str) -> ProviderError:
         return ProviderError(
