@@ -23,12 +23,13 @@ from failure_stories.core.errors import (
     NodeTooBusyError,
     PermanentError,
     ProviderError,
+    RefusedError,
     RunError,
     ScenarioDefinitionError,
     TransientError,
     WaitTimeout,
 )
-from failure_stories.core.wait import sample, wait_for
+from failure_stories.core.wait import sample, wait_for, watch
 from failure_stories.host.netns import OutsideHost
 from failure_stories.operator import redis_failover
 from failure_stories.operator.runtime import start_for_run as start_operator
@@ -44,6 +45,7 @@ __all__ = [
     "OutsideHost",
     "PermanentError",
     "ProviderError",
+    "RefusedError",
     "RunContext",
     "RunError",
     "ScenarioDefinitionError",
@@ -54,4 +56,5 @@ __all__ = [
     "sample",
     "start_operator",
     "wait_for",
+    "watch",
 ]

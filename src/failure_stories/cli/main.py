@@ -17,6 +17,8 @@ from failure_stories.cli.audit import audit
 from failure_stories.cli.operator import operator_group
 from failure_stories.cli.options import ClusterOptions, cluster_options
 from failure_stories.contract import scenario as scenarios
+from failure_stories.contract.controls import CONTROLS
+from failure_stories.contract.controls import NAMES as CONTROL_NAMES
 from failure_stories.core.errors import GuardRefusedError, Interrupted, KfsError
 from failure_stories.providers.base import Provider
 from failure_stories.reporting.html import write_html
@@ -27,7 +29,7 @@ from failure_stories.reporting.model import (
     write_junit,
 )
 from failure_stories.run.events import Event, EventKind
-from failure_stories.run.session import Session
+from failure_stories.run.session import Session, refuse_uncontrollable
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -144,7 +146,10 @@ class Progress:
 
 def _summary(reports: list[ScenarioReport]) -> None:
     table = Table(title="Summary")
-    for col in ("scenario", "verdict", "seconds", "key numbers"):
+    controls = any(r.control for r in reports)
+    for col in ("scenario", *(("run", "as expected") if controls else ()), "verdict"):
+        table.add_column(col, overflow="fold")
+    for col in ("seconds", "key numbers"):
         table.add_column(col, overflow="fold")
     for rep in reports:
         numbers = []
@@ -158,13 +163,33 @@ def _summary(reports: list[ScenarioReport]) -> None:
                         f"{k}={v.value:g}" for k, v in p.measurements.items() if v.threshold
                     )
                 )
+        run_cells = (
+            (
+                rep.control or "story",
+                ("yes" if rep.as_expected else "NO") + f" (must be {rep.expected_verdict})",
+            )
+            if controls
+            else ()
+        )
         table.add_row(
             rep.scenario,
+            *run_cells,
             f"[{VERDICT_STYLE[rep.verdict]}]{rep.verdict}[/]",
             f"{rep.seconds:.1f}",
-            "\n".join(numbers) or (rep.error or ""),
+            "\n".join(numbers) or (rep.reason or rep.error or ""),
         )
     console.print(table)
+
+
+def _controls(control: tuple[str, ...], with_controls: bool) -> list[str | None]:
+    """The runs of each story: itself (None), and the negative controls asked for."""
+    if control and with_controls:
+        raise click.UsageError("give --control or --with-controls, not both")
+    if with_controls:
+        return [None, *CONTROL_NAMES]
+    if control:
+        return list(dict.fromkeys(control))
+    return [None]
 
 
 @cli.command()
@@ -195,6 +220,20 @@ def _summary(reports: list[ScenarioReport]) -> None:
     help="Scenarios at once (local/existing). Stories that measure timing run alone and "
     "stories that share a node resource take turns, so results are unchanged.",
 )
+@click.option(
+    "--control",
+    "control",
+    type=click.Choice(CONTROL_NAMES),
+    multiple=True,
+    help="Run a negative control instead of the story (repeatable): no-fault withholds "
+    "the fault and must end not-reproduced; no-fix withholds the mitigation and must "
+    "end not-fixed. Reports: DIR/<id>--<control>.json.",
+)
+@click.option(
+    "--with-controls",
+    is_flag=True,
+    help="Run each story and both of its controls; the story's report lists the controls.",
+)
 def run(
     scenario_ids: tuple[str, ...],
     run_all: bool,
@@ -203,20 +242,26 @@ def run(
     keep_cluster: bool,
     dry_run: bool,
     jobs: int,
+    control: tuple[str, ...],
+    with_controls: bool,
 ) -> None:
     """Run scenarios: prove each fault reproduces its symptom and each fix removes it.
 
-    Exit code 0 only if every scenario passed."""
+    Exit code 0 only if every story passed and every control ended with the
+    verdict it must (no-fault: not-reproduced, no-fix: not-fixed)."""
     if run_all and scenario_ids:
         raise click.UsageError("give scenario ids or --all, not both")
     if not run_all and not scenario_ids:
         raise click.UsageError("name at least one scenario (see `kfs list`) or pass --all")
+    controls = _controls(control, with_controls)
     chosen = (
         list(scenarios.discover().values()) if run_all else [scenarios.get(i) for i in scenario_ids]
     )
+    refuse_uncontrollable(chosen, controls)
     if dry_run:
         for s in chosen:
-            print_plan(s)
+            for c in controls:
+                print_plan(s, c)
         return
     prov = cluster.get(keep_cluster=keep_cluster)
     if jobs > 1 and not prov.shared_cluster:
@@ -234,22 +279,26 @@ def run(
     ses.check(chosen)  # abilities and the context guard, before the cluster is touched
     _writable(report_dir)
     with ses:
-        if jobs > 1 and len(chosen) > 1:
+        if jobs > 1 and len(chosen) * len(controls) > 1:
             extra = cluster.argv()
-            width = max(len(s.id) for s in chosen)
+            width = max(len(s.id) for s in chosen) + max(
+                len(f"--{c}") if c else 0 for c in controls
+            )
 
-            def say(scenario_id: str, line: str) -> None:
-                console.print(f"{scenario_id:<{width}} | {line}", markup=False, soft_wrap=True)
+            def say(key: str, line: str) -> None:
+                console.print(f"{key:<{width}} | {line}", markup=False, soft_wrap=True)
 
-            ses.run_parallel(chosen, jobs, extra, say)
+            ses.run_parallel(chosen, jobs, extra, say, controls=controls)
         else:
             for s in chosen:
-                console.print(f"[bold]{s.id}[/bold]: {s.meta.title}")
-                ses.run(s)
+                for c in controls:
+                    what = f" ({c} control: must end {CONTROLS[c].expects})" if c else ""
+                    console.print(f"[bold]{s.id}[/bold]: {s.meta.title}{what}")
+                    ses.run(s, control=c)
     reports = ses.reports
     _summary(reports)
     console.print(f"reports: {report_dir}/")
-    if any(r.verdict != "passed" for r in reports):
+    if any(not r.as_expected for r in reports):
         sys.exit(1)
 
 
@@ -348,11 +397,19 @@ def _writable(report_dir: Path) -> None:
         ) from None
 
 
-def print_plan(s: scenarios.Scenario) -> None:
+def print_plan(s: scenarios.Scenario, control: str | None = None) -> None:
     """The dry run: the declared changes per phase and the objects they apply."""
-    console.print(f"[bold]{s.id}[/bold] (dry run: nothing is changed)")
+    what = f", {control} control" if control else ""
+    console.print(f"[bold]{s.id}[/bold] (dry run{what}: nothing is changed)")
+    withheld = CONTROLS[control].withholds if control else None
+    event = s.meta.plan_for("expose")
     for phase in scenarios.PHASES:
+        if phase == withheld:
+            console.print(f"  [cyan]{phase}[/cyan]: withheld by the {control} control")
+            continue
         steps = s.meta.plan_for(phase)
+        if phase in ("symptom", "verify") and event:
+            steps = (*(f"the event: {e}" for e in event), *steps)
         if phase == "teardown":
             steps = (*steps, "delete the run's namespace and undo every change above")
         console.print(f"  [cyan]{phase}[/cyan]")

@@ -4,6 +4,20 @@ A scenario is a folder ``scenarios/<id>/`` holding ``scenario.yaml`` (the story'
 metadata and the thresholds each phase is judged against), ``README.md``,
 ``manifests/`` and ``steps.py``. The steps only act and measure; the runner
 decides the verdict by comparing measurements with the declared thresholds.
+
+A story keeps three things apart, so that its negative controls (contract.controls)
+need no story code:
+
+- the **latent fault** (``inject``): a configuration or state that stays quiet
+  until something exposes it; ``setup`` builds the system without it;
+- the **event that exposes it** (``expose``, optional): a node failure, a backend
+  outage, an edit, an attack; the same in symptom and verify, started by the
+  measuring phase with ``ctx.expose()`` and ended by the event itself;
+- the **measurement** (``symptom``, ``verify``): a window around the event that
+  returns numbers whether or not the fault took hold.
+
+``mitigate`` applies the fix and nothing else: it never undoes the event nor
+prepares the next window, since a ``no-fix`` control does not run it.
 """
 
 from __future__ import annotations
@@ -96,7 +110,9 @@ ThresholdField = Annotated[
 ]
 Text = Annotated[str, AfterValidator(str.strip)]
 Phase = Literal["setup", "steady-state", "inject", "symptom", "mitigate", "verify"]
-PlanPhase = Literal["setup", "steady-state", "inject", "symptom", "mitigate", "verify", "teardown"]
+PlanPhase = Literal[
+    "setup", "steady-state", "inject", "expose", "symptom", "mitigate", "verify", "teardown"
+]
 Ability = Literal[ABILITIES]  # type: ignore[valid-type]
 LockName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")]
 
@@ -151,6 +167,12 @@ class ScenarioMeta(_Model):
     fault: Text
     symptom: Text
     mitigation: Text
+    event: Text = Field(
+        "",
+        description="The event that exposes the latent fault (steps.py expose), run the "
+        "same way in the symptom and verify windows; empty when the measurement's own "
+        "traffic exposes it.",
+    )
     measured: dict[str, Text] = Field(
         description="Each measurement a phase reports, and what it means."
     )
@@ -243,6 +265,10 @@ class Scenario:
         fn = getattr(self.steps(), phase.replace("-", "_"), None)
         return fn if callable(fn) else None
 
+    def expose_step(self) -> StepFn | None:
+        """steps.expose: the event that exposes the latent fault, if the story has one."""
+        return self.step(EXPOSE)
+
 
 def _import(file: Path, name: str, scenario_id: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, file)
@@ -254,8 +280,9 @@ def _import(file: Path, name: str, scenario_id: str) -> ModuleType:
     return module
 
 
-# The functions steps.py may define for phases, and the ones it must.
-STEP_FUNCTIONS = tuple(p.replace("-", "_") for p in PHASES)
+# The functions steps.py may define for phases (and the event), and the ones it must.
+EXPOSE = "expose"
+STEP_FUNCTIONS = (*(p.replace("-", "_") for p in PHASES), EXPOSE)
 REQUIRED_STEPS = ("symptom", "verify")
 
 

@@ -8,6 +8,8 @@
     │   ├── TransientError       a retry may help (API hiccup, not ready yet)
     │   ├── WaitTimeout          a condition was not reached in time
     │   ├── NodeTooBusyError     too little idle CPU to judge a timing measurement
+    │   ├── RefusedError         the cluster refused a change (admission, authorization,
+    │   │                        validation); in mitigate, a `not-fixed` verdict
     │   └── PermanentError       a retry will not help
     │       ├── MissingToolError
     │       ├── ClusterUnreachableError
@@ -54,6 +56,14 @@ class NodeTooBusyError(RunError):
     """Other work kept the node's CPUs too busy for the numbers to be judged:
     the verdict is `error` (cannot judge), never one about the story. Not a
     TransientError: the window was already measured again before this is raised."""
+
+
+class RefusedError(RunError):
+    """The platform refused a change or could not carry it out: an admission
+    webhook or policy, a Forbidden, an invalid object, pods a controller may not
+    create. Raised by the mitigate step (or by the API server under it) this is
+    the verdict `not-fixed`, with this message as its reason: the user's platform
+    does not let the documented fix happen. Anywhere else it is an `error`."""
 
 
 class WaitTimeout(RunError):

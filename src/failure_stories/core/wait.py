@@ -74,3 +74,23 @@ def sample(
 
     wait_for(tick, what=what, timeout=duration + every * 4 + 30, interval=every, retry_on=())
     return count[0]
+
+
+def watch(
+    probe: Callable[[], bool], *, every: float, within: float, what: str = "a window"
+) -> bool:
+    """Call ``probe`` every ``every`` seconds until it returns True or ``within``
+    seconds have passed; return whether it did.
+
+    For measuring windows: an event that never happens in the window (a node the
+    control plane never marks NotReady, a symptom that never shows) is something
+    the window measured, and so a verdict, where ``wait_for`` would raise."""
+    deadline = time.monotonic() + within
+    seen = [False]
+
+    def tick() -> bool:
+        seen[0] = bool(probe())
+        return seen[0] or time.monotonic() >= deadline
+
+    wait_for(tick, what=what, timeout=within + every * 4 + 30, interval=every, retry_on=())
+    return seen[0]

@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories.core.errors import (
     ClusterUnreachableError,
     GuardRefusedError,
+    RefusedError,
     TransientError,
     WaitTimeout,
 )
@@ -46,6 +47,20 @@ def namespace_name(scenario_id: str) -> str:
 
 def is_transient(exc: ApiException) -> bool:
     return exc.status in (429, 500, 502, 503, 504) or exc.status == 0
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The API server's reason if ``exc`` is it refusing a change (an admission
+    webhook or policy, Pod Security, RBAC's Forbidden, validation), else None."""
+    if isinstance(exc, RefusedError):
+        return str(exc)
+    if isinstance(exc, ApiException) and exc.status in (400, 403, 422):
+        try:
+            return str(json.loads(exc.body)["message"])
+        except (TypeError, ValueError, KeyError):
+            return f"{exc.status} {exc.reason}"
+    cause = exc.__cause__
+    return refusal(cause) if cause is not None and cause is not exc else None
 
 
 class Kube:
@@ -196,11 +211,9 @@ class Kube:
         try:
             self._server_side_apply(copy.deepcopy(obj), namespace, "dry-run", dry_run="All")
         except ApiException as exc:
-            if exc.status in (400, 403, 422):  # refused by validation or admission
-                try:
-                    return str(json.loads(exc.body)["message"])
-                except (TypeError, ValueError, KeyError):
-                    return f"{exc.status} {exc.reason}"
+            refused = refusal(exc)  # by validation or admission
+            if refused is not None:
+                return refused
             raise
         return None
 
@@ -268,6 +281,12 @@ class Kube:
             d = self.apps.read_namespaced_deployment(deployment, namespace)
             want = d.spec.replicas or 0
             st = d.status
+            # Pods the platform will not create (Pod Security, a policy, a webhook)
+            # never come: say so now, as a refusal, instead of timing out.
+            for c in st.conditions or []:
+                text = (c.message or "").lower()
+                if c.type == "ReplicaFailure" and c.status == "True" and "forbidden" in text:
+                    raise RefusedError(f"deployment {namespace}/{deployment}: {c.message}")
             return bool(
                 (st.observed_generation or 0) >= (d.metadata.generation or 0)
                 and (st.updated_replicas or 0) == want

@@ -188,17 +188,34 @@ def _timeline(report: ScenarioReport) -> str:
     )
 
 
-def _measurements(report: ScenarioReport) -> str:
-    symptom, verify = report.phase("symptom"), report.phase("verify")
+def _columns(
+    report: ScenarioReport | None, controls: dict[str, ScenarioReport]
+) -> list[tuple[str, ScenarioReport, str]]:
+    """The measured windows shown side by side: (heading, run, phase)."""
+    cols: list[tuple[str, ScenarioReport, str]] = []
+    if report is not None:
+        cols += [("with the fault (symptom)", report, "symptom")]
+        cols += [("with the fix (verify)", report, "verify")]
+    if "no-fault" in controls:
+        cols += [("without the fault (no-fault control)", controls["no-fault"], "symptom")]
+    if "no-fix" in controls:
+        cols += [("without the fix (no-fix control)", controls["no-fix"], "verify")]
+    return cols
+
+
+def _measurements(
+    report: ScenarioReport | None, controls: dict[str, ScenarioReport] | None = None
+) -> str:
+    cols = [(h, r.phase(ph)) for h, r, ph in _columns(report, controls or {})]
     names: list[str] = []
-    for p in (symptom, verify):
+    for _h, p in cols:
         for n in p.measurements if p else {}:
             if n not in names:
                 names.append(n)
     rows = []
     for n in names:
         cells = []
-        for p in (symptom, verify):
+        for _h, p in cols:
             m = p.measurements.get(n) if p else None
             if m is None:
                 cells.append("<td></td>")
@@ -207,43 +224,94 @@ def _measurements(report: ScenarioReport) -> str:
             want = f" (want {_esc(m.threshold)})" if m.threshold else ""
             cells.append(f"<td{mark}>{m.value:g}{want}</td>")
         rows.append(f"<tr><td>{_esc(n)}</td>{''.join(cells)}</tr>")
+    heads = "".join(f"<th>{_esc(h)}</th>" for h, _p in cols)
+    return f"<table><tr><th>measurement</th>{heads}</tr>" + "".join(rows) + "</table>"
+
+
+def _controls_table(controls: dict[str, ScenarioReport]) -> str:
+    rows = []
+    for name, c in controls.items():
+        mark = ' class="ok"' if c.as_expected else ' class="bad"'
+        why = c.reason or c.error or ""
+        rows.append(
+            f"<tr><td>{_esc(name)}</td><td>{_verdict(c.verdict)}</td>"
+            f"<td{mark}>{'yes' if c.as_expected else 'no'} (must be {_esc(c.expected_verdict)})"
+            f"</td><td>{c.seconds:.1f}</td><td>{_esc(why)}</td></tr>"
+        )
     return (
-        "<table><tr><th>measurement</th><th>with the fault (symptom)</th>"
-        "<th>with the fix (verify)</th></tr>" + "".join(rows) + "</table>"
+        "<table><tr><th>control</th><th>verdict</th><th>as it must</th><th>seconds</th>"
+        "<th>reason or error</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def _group(reports: list[ScenarioReport]) -> dict[str, dict[str | None, ScenarioReport]]:
+    """Runs per story: None for the story run, else the control's name."""
+    out: dict[str, dict[str | None, ScenarioReport]] = {}
+    for r in reports:
+        out.setdefault(r.scenario, {})[r.control] = r
+    return out
+
+
+def _cell(r: ScenarioReport | None) -> str:
+    if r is None:
+        return "<td>-</td>"
+    mark = "" if r.control is None else (" &#10003;" if r.as_expected else " &#10007;")
+    return f"<td>{_verdict(r.verdict)}{mark}</td>"
 
 
 def render(reports: list[ScenarioReport]) -> str:
+    groups = _group(reports)
+    any_controls = any(r.control for r in reports)
+    control_heads = "<th>no-fault control</th><th>no-fix control</th>" if any_controls else ""
     summary = "".join(
-        f'<tr><td><a href="#{_esc(r.scenario)}">{_esc(r.scenario)}</a></td>'
-        f"<td>{_verdict(r.verdict)}</td><td>{_esc(r.provider)}</td><td>{r.seconds:.1f}</td>"
-        f"<td>{_esc(r.error or '')}</td></tr>"
-        for r in reports
+        f'<tr><td><a href="#{_esc(sid)}">{_esc(sid)}</a></td>{_cell(runs.get(None))}'
+        + ((_cell(runs.get("no-fault")) + _cell(runs.get("no-fix"))) if any_controls else "")
+        + f"<td>{_esc(next(iter(runs.values())).provider)}</td>"
+        f"<td>{sum(r.seconds for r in runs.values()):.1f}</td>"
+        f"<td>{_esc(' '.join(r.reason or r.error or '' for r in runs.values()).strip())}</td>"
+        "</tr>"
+        for sid, runs in groups.items()
     )
     sections = []
-    for r in reports:
+    for sid, runs in groups.items():
+        r = runs.get(None)
+        controls = {k: v for k, v in runs.items() if k is not None}
+        head = r if r is not None else next(iter(controls.values()))
         errors = "".join(
-            f"<li>{_esc(p.name)}: {_esc(p.error)}</li>"
-            for p in r.phases
-            if p.error and not p.skipped
+            f"<li>{_esc(run.key)} {_esc(p.name)}: {_esc(p.error or p.refused)}</li>"
+            for run in runs.values()
+            for p in run.phases
+            if (p.error or p.refused) and not p.skipped
         )
         sections.append(
-            f'<h2 id="{_esc(r.scenario)}">{_esc(r.scenario)} {_verdict(r.verdict)}</h2>'
-            f"<p>started {_esc(r.started_at)} on {_esc(r.provider)}, {r.seconds:.1f} s"
-            + (f", artifacts in <code>{_esc(r.artifacts)}</code>" if r.artifacts else "")
-            + "</p><h3>Phases</h3>"
-            + _timeline(r)
+            f'<h2 id="{_esc(sid)}">{_esc(sid)} '
+            + (_verdict(r.verdict) if r is not None else "")
+            + "</h2>"
+            f"<p>started {_esc(head.started_at)} on {_esc(head.provider)}, {head.seconds:.1f} s"
+            + (
+                f", artifacts in <code>{_esc(head.artifacts)}</code>"
+                if head.artifacts and r is not None
+                else ""
+            )
+            + "</p>"
+            + ("<h3>Controls</h3>" + _controls_table(controls) if controls else "")
+            + ("<h3>Phases</h3>" + _timeline(r) if r is not None else "")
+            + "".join(
+                f"<h3>Phases of the {_esc(name)} control</h3>{_timeline(c)}"
+                for name, c in controls.items()
+            )
             + (f"<ul>{errors}</ul>" if errors else "")
             + "<h3>Measurements</h3>"
-            + _measurements(r)
-            + "".join(plots(r))
+            + _measurements(r, controls)
+            + "".join(plots(r) if r is not None else [])
         )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         "<title>kube-failure-stories report</title>"
         f"<style>{CSS}</style></head><body><h1>kube-failure-stories report</h1>"
-        "<table><tr><th>scenario</th><th>verdict</th><th>provider</th><th>seconds</th>"
-        f"<th>error</th></tr>{summary}</table>{''.join(sections)}</body></html>\n"
+        f"<table><tr><th>scenario</th><th>verdict</th>{control_heads}<th>provider</th>"
+        f"<th>seconds</th><th>reason or error</th></tr>{summary}</table>"
+        f"{''.join(sections)}</body></html>\n"
     )
 
 

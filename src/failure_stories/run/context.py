@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from failure_stories.core.errors import ProviderError
+from failure_stories.core.errors import ProviderError, ScenarioDefinitionError
 from failure_stories.host import node_cpu
 from failure_stories.providers.capabilities import (
     CgroupReader,
@@ -17,6 +17,7 @@ from failure_stories.providers.capabilities import (
     OutsideNetwork,
 )
 from failure_stories.providers.kube import Kube, render
+from failure_stories.run.exposure import Exposure
 
 if TYPE_CHECKING:
     from failure_stories.contract.scenario import Scenario
@@ -46,6 +47,8 @@ class RunContext:
     log: Callable[[str], None] = print
     started: float = field(default_factory=time.monotonic)
     phase: str = "setup"
+    # The events started in the current phase (see expose); the runner ends them.
+    exposures: list[Exposure] = field(default_factory=list)
     _pending: dict[str, float] = field(default_factory=dict)
 
     # -- manifests --------------------------------------------------------------
@@ -94,6 +97,38 @@ class RunContext:
             f"the {self.provider.name} provider lacks {ability}: add it to "
             f"{self.scenario.id}'s needs, so that such a provider is refused up front"
         )
+
+    # -- the event that exposes the latent fault ---------------------------------
+    def expose(self) -> Exposure:
+        """Start the story's event (steps.expose) now, inside a measuring window.
+
+        Returns once the event has started (a plain ``expose`` function: once it
+        is over); ``with ctx.expose(): ...`` ends it when the block exits, else
+        the runner ends it when the phase ends. symptom and verify each start it
+        exactly once, so that both windows see the same event."""
+        fn = self.scenario.expose_step()
+        if fn is None:
+            raise ScenarioDefinitionError(
+                f"{self.scenario.id}: {self.phase} calls ctx.expose() but steps.py "
+                "defines no expose function"
+            )
+        if self.exposures:
+            raise ScenarioDefinitionError(
+                f"{self.scenario.id}: {self.phase} started its event twice; "
+                "call ctx.expose() once per measuring window"
+            )
+        said = (self.scenario.meta.event or "steps.expose").strip().splitlines()[0]
+        self.log(f"event: {said}")
+        exposure = Exposure(fn, self, self.started)
+        self.exposures.append(exposure)
+        return exposure
+
+    def end_exposures(self) -> list[dict[str, float]]:
+        """End every event the phase started (the runner calls this at its end)."""
+        taken, self.exposures = self.exposures, []
+        for exposure in taken:
+            exposure.end()
+        return [e.window() for e in taken]
 
     # -- measurements -----------------------------------------------------------
     def measure(self, name: str, value: float) -> None:

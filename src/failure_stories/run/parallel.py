@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from failure_stories.contract.controls import run_key
 from failure_stories.contract.scenario import Scenario
 from failure_stories.core.errors import Interrupted
 from failure_stories.core.wait import wait_for
@@ -36,6 +37,7 @@ MAX_RUN = 6 * 3600
 class Job:
     scenario: Scenario
     argv: list[str]
+    control: str | None = None  # a negative control of the story (contract.controls)
     proc: subprocess.Popen[str] | None = None
     started: float = 0.0
     seconds: float = 0.0
@@ -54,7 +56,9 @@ def order(chosen: Sequence[Scenario]) -> tuple[list[Scenario], list[Scenario]]:
     return alone, rest
 
 
-def child_argv(scenario_id: str, report_dir: Path, extra: Sequence[str]) -> list[str]:
+def child_argv(
+    scenario_id: str, report_dir: Path, extra: Sequence[str], control: str | None = None
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -63,6 +67,7 @@ def child_argv(scenario_id: str, report_dir: Path, extra: Sequence[str]) -> list
         scenario_id,
         "--report-dir",
         str(report_dir),
+        *(["--control", control] if control else []),
         *extra,
     ]
 
@@ -86,11 +91,12 @@ class Pool:
             bufsize=1,
         )
         proc = job.proc
+        key = run_key(job.scenario.id, job.control)
 
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                self.say(job.scenario.id, line.rstrip("\n"))
+                self.say(key, line.rstrip("\n"))
 
         job.reader = threading.Thread(target=pump, daemon=True)
         job.reader.start()
@@ -149,9 +155,18 @@ def run_all(
     jobs: int,
     extra_argv: Sequence[str],
     say: Say,
+    controls: Sequence[str | None] = (None,),
 ) -> list[Job]:
-    """Run ``chosen`` as child processes; return the finished jobs (in end order)."""
+    """Run ``chosen`` as child processes, each once per entry of ``controls``
+    (None: the story itself); return the finished jobs (in end order)."""
     alone, rest = order(chosen)
-    make = [Job(s, child_argv(s.id, report_dir, extra_argv)) for s in (*alone, *rest)]
-    waves = [(1, make[: len(alone)]), (jobs, make[len(alone) :])]
-    return Pool(jobs, say).run(waves)
+
+    def make(stories: Sequence[Scenario]) -> list[Job]:
+        return [
+            Job(s, child_argv(s.id, report_dir, extra_argv, c), c)
+            for s in stories
+            for c in controls
+        ]
+
+    first, then = make(alone), make(rest)
+    return Pool(jobs, say).run([(1, first), (jobs, then)])

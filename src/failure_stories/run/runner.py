@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from failure_stories.contract.controls import CONTROLS, expected_verdict
 from failure_stories.contract.scenario import PHASES, STEP_PHASES, Scenario
 from failure_stories.core.errors import (
     Interrupted,
@@ -21,7 +22,7 @@ from failure_stories.core.errors import (
     ScenarioDefinitionError,
 )
 from failure_stories.providers.capabilities import lacking
-from failure_stories.providers.kube import namespace_name
+from failure_stories.providers.kube import namespace_name, refusal
 from failure_stories.reporting.model import (
     MeasurementResult,
     PhaseResult,
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 # A failed check in these phases means the story itself did or did not hold;
 # anywhere else it means the environment was not healthy enough to judge.
 _VERDICT_ON_FAILED_CHECK = {"symptom": "not-reproduced", "verify": "not-fixed"}
+# Windows that must start the story's event (steps.expose), when it has one.
+_MEASURING = ("symptom", "verify")
 
 
 Listener = Callable[[Event], None]
@@ -107,8 +110,15 @@ class Runner:
         hold_fault: Callable[[RunContext], None] | None = None,
         namespace: str | None = None,
         namespace_labels: Mapping[str, str] | None = None,
+        control: str | None = None,
     ) -> None:
         self.provider = provider
+        # A negative control withholds one phase (contract.controls).
+        if control is not None and control not in CONTROLS:
+            raise ScenarioDefinitionError(
+                f"unknown control {control!r}: choose {', '.join(CONTROLS)}"
+            )
+        self.control = control
         # The run's namespace: generated unless given (it must not exist yet);
         # extra labels let an owner (a GameDay) find what its runs created.
         self.namespace = namespace
@@ -135,6 +145,7 @@ class Runner:
             scenario=scenario.id,
             provider=self.provider.name,
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            control=self.control,
         )
         t0 = time.monotonic()
         ctx: RunContext | None = None
@@ -160,11 +171,12 @@ class Runner:
             interrupted = exc
             report.error = str(exc)
         with interrupts_deferred() as late:
-            if ctx is not None and verdict != "passed":
+            if ctx is not None and verdict != expected_verdict(self.control):
                 self._collect_artifacts(ctx, report)
             teardown = self._teardown(scenario, ctx)
             report.phases.append(teardown)
-            if not teardown.ok and verdict == "passed":
+            # A run that ended as it must, but left something behind, is no pass.
+            if not teardown.ok and verdict == expected_verdict(self.control):
                 verdict = "error"
                 report.error = teardown.error
             done = {p.name for p in report.phases}
@@ -252,12 +264,22 @@ class Runner:
 
     def _run_phases(self, scenario: Scenario, ctx: RunContext, report: ScenarioReport) -> str:
         report.info["namespace"] = ctx.namespace
+        withheld = CONTROLS[self.control].withholds if self.control else None
         for phase in STEP_PHASES:
+            if phase == withheld:
+                report.phases.append(
+                    PhaseResult(phase, ok=True, skipped=True, withheld=self.control)
+                )
+                self._emit(Event(EventKind.LOG, scenario.id, message=f"{phase}: withheld"))
+                continue
             result = PhaseResult(phase)
             report.phases.append(result)  # recorded even if a signal cuts it short
             self._run_phase(scenario, ctx, result)
             if result.error:
                 return "error"
+            if result.refused:
+                report.reason = f"the platform refused the mitigation: {result.refused}"
+                return "not-fixed"
             if not result.ok:
                 return _VERDICT_ON_FAILED_CHECK.get(phase, "error")
             if phase == "symptom" and self.hold_fault is not None:
@@ -271,7 +293,22 @@ class Runner:
         start = time.monotonic()
         try:
             fn = scenario.step(phase)
-            returned: Any = fn(ctx) if fn else None
+            try:
+                returned: Any = fn(ctx) if fn else None
+            except BaseException:
+                # The event ends with its window, also a failed one (best effort:
+                # teardown's undo steps still run after this).
+                with contextlib.suppress(Exception):
+                    ctx.end_exposures()
+                raise
+            events = ctx.end_exposures()
+            if events:
+                result.event = events[0]
+            elif phase in _MEASURING and scenario.expose_step() is not None:
+                raise ScenarioDefinitionError(
+                    f"{scenario.id}: {phase} never started the story's event: "
+                    "call ctx.expose() in the measuring window"
+                )
             values = ctx.take_measurements()
             if isinstance(returned, Mapping):
                 values.update({k: float(v) for k, v in returned.items()})
@@ -290,7 +327,13 @@ class Runner:
             raise
         except Exception as exc:
             result.ok = False
-            result.error = _one_line(exc)
+            refused = refusal(exc) if phase == "mitigate" else None
+            if refused is not None:
+                # The user's platform does not let the documented fix happen: a
+                # verdict about the platform (not-fixed), not trouble with kfs.
+                result.refused = " ".join(refused.split())[:500]
+            else:
+                result.error = _one_line(exc)
             ctx.state.setdefault("tracebacks", []).append(traceback.format_exc())
         result.seconds = time.monotonic() - start
         self._emit(Event(EventKind.PHASE_END, scenario.id, phase, result=result))
@@ -322,7 +365,7 @@ class Runner:
         return result
 
     def _collect_artifacts(self, ctx: RunContext, report: ScenarioReport) -> None:
-        target = self.report_dir / f"{report.scenario}-artifacts"
+        target = self.report_dir / f"{report.key}-artifacts"
         try:
             ctx.kube.dump_namespace(ctx.namespace, target)
             self.provider.export_logs(target / "cluster")

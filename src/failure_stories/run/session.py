@@ -14,15 +14,34 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from failure_stories.contract.controls import CONTROLS, run_key
 from failure_stories.contract.scenario import Scenario
-from failure_stories.core.errors import Interrupted, ProviderError
+from failure_stories.core.errors import Interrupted, ProviderError, ScenarioDefinitionError
 from failure_stories.providers.base import Provider
 from failure_stories.providers.capabilities import lacking
 from failure_stories.reporting.html import write_html
-from failure_stories.reporting.model import ScenarioReport, report_path, write_junit
+from failure_stories.reporting.model import (
+    ScenarioReport,
+    attach_controls,
+    report_path,
+    write_json,
+    write_junit,
+)
 from failure_stories.run import parallel
 from failure_stories.run.context import RunContext
 from failure_stories.run.runner import Listener, Runner
+
+
+def refuse_uncontrollable(stories: Iterable[Scenario], controls: Iterable[str | None]) -> None:
+    """One line naming a control a story cannot run: it has no phase to withhold."""
+    for control in (c for c in controls if c is not None):
+        phase = CONTROLS[control].withholds
+        lacking_phase = [s.id for s in stories if s.step(phase) is None]
+        if lacking_phase:
+            raise ScenarioDefinitionError(
+                f"the {control} control withholds the {phase} phase, which "
+                f"{', '.join(lacking_phase)} does not have: it would be the story itself"
+            )
 
 
 def refuse_unfit(provider: Provider, stories: Iterable[Scenario]) -> None:
@@ -85,21 +104,30 @@ class Session:
         self.provider.check_allowed()
 
     def write_reports(self) -> None:
-        """junit.xml and report.html, derived from this session's reports so far."""
+        """junit.xml and report.html, derived from this session's reports so far;
+        a story run's JSON report names the controls run beside it."""
         if self.reports:
+            for story in attach_controls(self.reports):
+                write_json(story, self.report_dir)
             write_junit(self.reports, self.report_dir)
             write_html(self.reports, self.report_dir)
 
     def run(
-        self, scenario: Scenario, hold_fault: Callable[[RunContext], None] | None = None
+        self,
+        scenario: Scenario,
+        hold_fault: Callable[[RunContext], None] | None = None,
+        control: str | None = None,
     ) -> ScenarioReport:
-        """One story in this process (``hold_fault``: a drill's hold, see Runner)."""
-        runner = Runner(self.provider, self.report_dir, self.listener, hold_fault=hold_fault)
+        """One story in this process (``hold_fault``: a drill's hold, see Runner;
+        ``control``: a negative control instead of the story itself)."""
+        runner = Runner(
+            self.provider, self.report_dir, self.listener, hold_fault=hold_fault, control=control
+        )
         try:
             report = runner.run(scenario)
         except Interrupted:
             # The runner wrote the interrupted run's report: the derived ones show it too.
-            path = report_path(self.report_dir, scenario.id)
+            path = report_path(self.report_dir, scenario.id, control)
             if path.exists():
                 self.reports.append(ScenarioReport.from_json(json.loads(path.read_text())))
             raise
@@ -112,24 +140,33 @@ class Session:
         jobs: int,
         child_args: Sequence[str],
         say: Callable[[str, str], None],
+        controls: Sequence[str | None] = (None,),
     ) -> list[ScenarioReport]:
         """Each story in its own `kfs run` process (``child_args`` name the provider),
-        ``jobs`` at a time; ``say(id, line)`` gets their output. Every report that
-        was written is kept, also when interrupted."""
+        once per entry of ``controls`` (None: the story itself), ``jobs`` at a time;
+        ``say(key, line)`` gets their output. Every report that was written is
+        kept, also when interrupted."""
         self.provider.up()  # once, before the children; they leave it up
         self.report_dir.mkdir(parents=True, exist_ok=True)
-        for s in stories:  # a stale report must never stand in for this run's
-            report_path(self.report_dir, s.id).unlink(missing_ok=True)
+        runs = [(s, c) for s in stories for c in controls]
+        for s, c in runs:  # a stale report must never stand in for this run's
+            report_path(self.report_dir, s.id, c).unlink(missing_ok=True)
         finished: dict[str, int | None] = {}
         found: list[ScenarioReport] = []
+
         try:
             for job in parallel.run_all(
-                list(stories), self.report_dir, jobs, [*child_args, "--keep-cluster"], say
+                list(stories),
+                self.report_dir,
+                jobs,
+                [*child_args, "--keep-cluster"],
+                say,
+                controls=controls,
             ):
-                finished[job.scenario.id] = job.returncode
+                finished[run_key(job.scenario.id, job.control)] = job.returncode
         finally:
-            for s in stories:
-                report = _report_of(s, self.report_dir, finished)
+            for s, c in runs:
+                report = _report_of(s, c, self.report_dir, finished)
                 if report is not None:
                     found.append(report)
             self.reports.extend(found)
@@ -137,17 +174,19 @@ class Session:
 
 
 def _report_of(
-    s: Scenario, report_dir: Path, finished: dict[str, int | None]
+    s: Scenario, control: str | None, report_dir: Path, finished: dict[str, int | None]
 ) -> ScenarioReport | None:
-    path = report_path(report_dir, s.id)
+    path = report_path(report_dir, s.id, control)
     if path.exists():
         return ScenarioReport.from_json(json.loads(path.read_text()))
-    if s.id not in finished:
+    key = run_key(s.id, control)
+    if key not in finished:
         return None  # never started (interrupted before its turn)
     return ScenarioReport(
         scenario=s.id,
         provider="",
         started_at="",
         verdict="error",
-        error=f"its process exited with code {finished[s.id]} before writing a report",
+        control=control,
+        error=f"its process exited with code {finished[key]} before writing a report",
     )
