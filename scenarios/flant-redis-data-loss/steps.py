@@ -46,6 +46,7 @@ FAILOVER_SELECTOR = f"app.kubernetes.io/part-of=redis-failover,app.kubernetes.io
 WRITER = "writer"
 DATA_BASE = "/var/tmp/kfs-redis"
 WORKLOADS = "/opt/kfs/workloads"
+WATCH = "/opt/kfs/watch"  # the ConfigMap redis-watch
 BEFORE = {"REPLICAS": "1", "MEMORY": "256Mi"}
 AFTER = {"REPLICAS": "2", "MEMORY": "192Mi"}
 # Redis's own test setting for a slow snapshot: microseconds per key while writing
@@ -291,11 +292,14 @@ def expose(ctx: RunContext) -> None:
 # --------------------------------------------------------------------------- the window
 
 
-def _start_background(ctx: RunContext, script: str, args: str, tag: str) -> tuple[str, str]:
+def _start_background(
+    ctx: RunContext, script: str, args: str, tag: str, where: str = WORKLOADS
+) -> tuple[str, str]:
     out, stop = f"/tmp/{script}-{tag}.jsonl", f"/tmp/{script}-{tag}.stop"
+    log = f"/tmp/{script}-{tag}.log"
     cmd = (
-        f"nohup python3 {WORKLOADS}/{script}.py {args} --out {out} --stop-file {stop} "
-        ">/dev/null 2>&1 </dev/null &"
+        f"nohup python3 {where}/{script}.py {args} --out {out} --stop-file {stop} "
+        f">{log} 2>&1 </dev/null &"
     )
     code, _, err = ctx.kube.exec(ctx.namespace, WRITER, ["sh", "-c", cmd])
     if code != 0:
@@ -306,7 +310,13 @@ def _start_background(ctx: RunContext, script: str, args: str, tag: str) -> tupl
 def _lines(ctx: RunContext, path: str) -> list[dict[str, Any]]:
     code, text, err = ctx.kube.exec(ctx.namespace, WRITER, ["cat", path], timeout=60)
     if code != 0:
-        raise RunError(f"cannot read {path}: {err.strip()[-200:]}")
+        # What the background process said, and how long the pod has been up.
+        _, said, _ = ctx.kube.exec(
+            ctx.namespace,
+            WRITER,
+            ["sh", "-c", f"tail -n 5 {path[: -len('.jsonl')]}.log; ls /tmp; uptime"],
+        )
+        raise RunError(f"cannot read {path}: {err.strip()[-200:]}; {said.strip()[-400:]}")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -351,7 +361,7 @@ def _window(ctx: RunContext, tag: str) -> dict[str, float]:
         f"--namespace {ctx.namespace} --selector {shlex.quote(REDIS_SELECTOR)} "
         f"--sentinel {_service_ip(ctx, SENTINEL_SERVICE)}"
     )
-    samples_at, samples_stop = _start_background(ctx, "redis_watch", watch_args, tag)
+    samples_at, samples_stop = _start_background(ctx, "redis_watch", watch_args, tag, WATCH)
     since = time.time()
     with ctx.expose():
         pass
@@ -491,6 +501,14 @@ def setup(ctx: RunContext) -> None:
     ctx.kube.wait_rollout(ctx.namespace, "redis-operator", timeout=120)
     ctx.log(f"operator {redis_operator.describe()} running in {ctx.namespace}")
     ctx.defer("delete the RedisFailover and its pods", lambda: _delete_failover(ctx))
+    script = (ctx.scenario.path / "workloads" / "redis_watch.py").read_text()
+    watch_script = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "redis-watch"},
+        "data": {"redis_watch.py": script},
+    }
+    ctx.kube.apply([watch_script], ctx.namespace)
     ctx.apply("baseline.yaml")
     ctx.kube.wait_pod_running(ctx.namespace, WRITER)
     _fresh_failover(ctx)
