@@ -31,9 +31,7 @@ from failure_stories.core.errors import (
 )
 from failure_stories.core.wait import sample, wait_for, watch
 from failure_stories.host.netns import OutsideHost
-from failure_stories.images import OTELCOL_IMAGE
-from failure_stories.operator import redis_failover
-from failure_stories.operator.runtime import start_for_run as start_operator
+from failure_stories.images import OTELCOL_IMAGE, redis_operator
 from failure_stories.providers import snat
 from failure_stories.providers.base import REAL_NODE_LABEL, SIMULATED_NODE_LABEL
 from failure_stories.providers.kube import pod_ready
@@ -55,10 +53,9 @@ __all__ = [
     "TransientError",
     "WaitTimeout",
     "pod_ready",
-    "redis_failover",
+    "redis_operator",
     "sample",
     "snat",
-    "start_operator",
     "wait_for",
     "watch",
 ]

@@ -49,10 +49,12 @@ def kubeconfig(kfs_provider: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
 def images_on_the_nodes(kfs_provider: Any) -> None:
     """What a user does for their own cluster once: the images kfs builds made
     available to its nodes (there, by a registry; here, imported beforehand)."""
+    from failure_stories.images import redis_operator
     from failure_stories.operator import image as operator_image
     from failure_stories.operator.image import OPERATOR_IMAGE
 
     kfs_provider.load_images({OPERATOR_IMAGE: operator_image.build()})
+    kfs_provider.load_images(redis_operator.build_image())
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ CLUSTER_KINDS = (
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("v1", "PersistentVolume"),
 )
 
 

@@ -11,7 +11,7 @@ import time
 
 from failure_stories import images
 from failure_stories.core.errors import KfsError
-from failure_stories.images import otelcol
+from failure_stories.images import otelcol, redis_operator
 from failure_stories.providers.kind_image import ensure_node_image
 from failure_stories.providers.local import binaries
 from failure_stories.tools.bench import record_build_time
@@ -35,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
             record_build_time("images", t2 - t1)
         if cold_collector:
             record_build_time("otelcol", t3 - t2)
+        # The system under test of flant-redis-data-loss, from its Go module.
+        cold_operator = redis_operator.missing()
+        redis_operator.build_image(log=lambda m: print(f"prepare: {m}", file=sys.stderr))
+        t4 = time.monotonic()
+        if cold_operator:
+            record_build_time("redis-operator", t4 - t3)
         if "--kind" in args:
-            t4 = time.monotonic()
+            t5 = time.monotonic()
             ensure_node_image()
-            took = time.monotonic() - t4
+            took = time.monotonic() - t5
             # A build takes minutes, a cache hit (a Docker label check) seconds.
             record_build_time("kind_node_image" if took > 30 else "kind_node_image_cached", took)
             print(f"prepare: kind node image {took:.1f}s")
@@ -47,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"prepare: binaries {t1 - t0:.1f}s, images {t2 - t1:.1f}s, "
-        f"log shipper (OpenTelemetry Collector) {t3 - t2:.1f}s (cached after the first run)"
+        f"log shipper (OpenTelemetry Collector) {t3 - t2:.1f}s, redis-operator {t4 - t3:.1f}s "
+        "(cached after the first run)"
     )
     return 0
 
