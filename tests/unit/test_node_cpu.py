@@ -90,6 +90,35 @@ def test_a_node_that_stays_busy_is_an_error_with_numbers_not_a_verdict():
     assert str(err.value).startswith("node too busy to judge: 30% idle, need 50% (in 2 measuring")
 
 
+def _continued(idle_shares: list[float], **kw: object):
+    samples = _sampler(idle_shares)
+    since = next(samples)  # the sample that closed the previous (kept) chunk
+    windows: list[int] = []
+    discarded: list[int] = []
+    result = node_cpu.quiet_window(
+        lambda: next(samples),
+        lambda: windows.append(len(windows)),
+        0.5,
+        log=lambda _m: None,
+        discard=lambda: discarded.append(len(windows)),
+        probe=0.01,
+        since=since,
+        **kw,  # type: ignore[arg-type]
+    )
+    return result[1], windows, discarded
+
+
+def test_a_chunk_continuing_a_quiet_window_starts_without_a_probe_and_is_still_judged():
+    ends: list[CpuTimes] = []
+    # One span only, the chunk itself, counted from the previous chunk's end.
+    idle, windows, _ = _continued([0.9], kept=ends.append)
+    assert windows == [0] and idle == pytest.approx(0.9)
+    assert ends == [CpuTimes(180, 200)]  # the next chunk continues from here
+    # A busy continued chunk is still thrown away, then measured again after a probe.
+    idle, windows, discarded = _continued([0.2, 0.9, 0.8])
+    assert windows == [0, 1] and discarded == [1] and idle == pytest.approx(0.8)
+
+
 def test_no_window_starts_on_a_node_busy_from_the_start():
     with pytest.raises(NodeTooBusyError) as err:
         quiet([0.1] * 1000, settle=0.3)

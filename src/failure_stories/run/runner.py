@@ -178,6 +178,7 @@ class Runner:
             report.seconds = time.monotonic() - t0
             if ctx is not None:
                 report.series = ctx.series
+                report.info.update(ctx.info)
             write_json(report, self.report_dir)
         if late and interrupted is None:
             interrupted = Interrupted(late[0])
