@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from failure_stories.contract.scenario import PHASES, STEP_PHASES, Scenario
+from failure_stories.core import timing
 from failure_stories.core.errors import (
     Interrupted,
     KfsError,
@@ -32,6 +33,7 @@ from failure_stories.run.context import Cleanup, RunContext
 from failure_stories.run.events import Event, EventKind
 
 if TYPE_CHECKING:
+    from failure_stories.host.locks import LockBackend
     from failure_stories.providers.base import Provider
 
 # A failed check in these phases means the story itself did or did not hold;
@@ -137,6 +139,7 @@ class Runner:
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         t0 = time.monotonic()
+        timing.LEDGER.reset()
         ctx: RunContext | None = None
         interrupted: Interrupted | None = None
         verdict = "error"
@@ -162,6 +165,8 @@ class Runner:
         with interrupts_deferred() as late:
             if ctx is not None and verdict != "passed":
                 self._collect_artifacts(ctx, report)
+            # Framework time up to teardown, by category (teardown has its own phase time).
+            report.info["framework_seconds"] = timing.LEDGER.snapshot()
             teardown = self._teardown(scenario, ctx)
             report.phases.append(teardown)
             if not teardown.ok and verdict == "passed":
@@ -240,6 +245,13 @@ class Runner:
         wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in node.locks]
         start = time.monotonic()
         locks = self.provider.locks()
+        with timing.span(timing.LOCK_WAIT, opaque=True):
+            self._hold_locks(scenario, wanted, locks)
+        report.info["lock_wait_seconds"] = round(time.monotonic() - start, 1)
+
+    def _hold_locks(
+        self, scenario: Scenario, wanted: list[tuple[str, bool, str]], locks: LockBackend
+    ) -> None:
         for name, shared, what in wanted:
             self._enter(
                 locks.held(
@@ -249,7 +261,6 @@ class Runner:
                     on_wait=lambda m: self._emit(Event(EventKind.LOG, scenario.id, message=m)),
                 )
             )
-        report.info["lock_wait_seconds"] = round(time.monotonic() - start, 1)
 
     def _run_phases(self, scenario: Scenario, ctx: RunContext, report: ScenarioReport) -> str:
         report.info["namespace"] = ctx.namespace
