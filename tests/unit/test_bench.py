@@ -52,7 +52,14 @@ def _report(seconds: float, teardown: float, ledger: dict[str, float] | None) ->
 
 
 def test_overhead_slices_add_up_to_wall_less_lock_wait_and_physics() -> None:
-    ledger = {"cluster_calls": 3.4, "waits": 21.0, "exec": 64.0, "images": 2.6, "lock_wait": 12.0}
+    ledger = {
+        "cluster_calls": 3.4,
+        "waits": 21.0,
+        "exec": 64.0,
+        "images": 2.6,
+        "lock_wait": 12.0,
+        "noise_guard": 4.0,
+    }
     # 120 s wall, 12 s of it waiting for the node lock, 7.5 s teardown, 70 s physics.
     out = bench.overhead(_report(120.0, 7.5, ledger), 70.0)
     assert out is not None
@@ -61,7 +68,8 @@ def test_overhead_slices_add_up_to_wall_less_lock_wait_and_physics() -> None:
     assert out["waits_beyond_physics"] == 21.0 + 64.0 - 70.0 == 15.0
     assert out["image_work"] == 2.6
     assert out["teardown_beyond_deletion_delay"] == 2.5
-    assert out["other"] == pytest.approx(33.0 - 3.4 - 15.0 - 2.6 - 2.5)
+    assert out["noise_guard"] == 4.0
+    assert out["other"] == pytest.approx(33.0 - 3.4 - 15.0 - 2.6 - 2.5 - 4.0)
     assert sum(v for k, v in out.items() if k != "total") == pytest.approx(out["total"])
 
 

@@ -75,6 +75,15 @@ def test_a_quiet_window_is_kept_with_its_idle_share():
     assert idle == pytest.approx(0.8)
 
 
+def test_the_wait_for_a_quiet_node_is_booked_to_the_noise_guard():
+    from failure_stories.core import timing
+
+    timing.LEDGER.reset()
+    quiet([0.2, 0.9, 0.8])  # one busy probe, then a quiet one, then the window
+    booked = timing.LEDGER.snapshot()
+    assert booked.get("noise_guard", 0) > 0 and "waits" not in booked
+
+
 def test_a_busy_window_is_forgotten_and_measured_again():
     (_, idle), windows, discarded, logged = quiet([0.9, 0.2, 0.9, 0.7])
     assert windows == [0, 1] and discarded == [1]

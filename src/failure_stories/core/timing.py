@@ -25,6 +25,7 @@ EXEC = "exec"  # commands run in pods through the API server, load windows inclu
 WAITS = "waits"  # the wait helper's polling and sleeping, less what it called
 IMAGES = "images"  # building and importing the offline images
 LOCK_WAIT = "lock_wait"  # waiting for another run's turn on the node
+NOISE_GUARD = "noise_guard"  # waiting for a quiet node before a timing window
 
 
 class Ledger:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from failure_stories.core import timing
 from failure_stories.core.errors import NodeTooBusyError, WaitTimeout
 from failure_stories.core.wait import wait_for
 
@@ -99,7 +100,8 @@ def quiet_window(
         last.clear()
         if attempt > 1 or since is None:
             try:
-                wait_for(quiet, what="a quiet node", timeout=settle, interval=probe)
+                with timing.span(timing.NOISE_GUARD, opaque=True):
+                    wait_for(quiet, what="a quiet node", timeout=settle, interval=probe)
             except WaitTimeout:
                 raise NodeTooBusyError(
                     too_busy(last[0] if last else 0.0, need)

@@ -198,7 +198,8 @@ def overhead(r: ScenarioReport, physics_seconds: float) -> dict[str, float] | No
     wait helper's time and the commands run in pods, where the mechanisms'
     grace periods and load windows pass, less the story's physics_seconds);
     building and importing images; teardown beyond the namespace deletion delay;
-    and the rest (step code, client setup). Reports from before the runner kept
+    the noise guard's waits for a quiet node before timing windows; and the
+    rest (step code, client setup). Reports from before the runner kept
     its ledger (``info.framework_seconds``) have none."""
     ledger = r.info.get("framework_seconds")
     if ledger is None:
@@ -210,6 +211,7 @@ def overhead(r: ScenarioReport, physics_seconds: float) -> dict[str, float] | No
         "cluster_calls": ledger.get(timing.CLUSTER_CALLS, 0.0),
         "waits_beyond_physics": waits - physics_seconds,
         "image_work": ledger.get(timing.IMAGES, 0.0),
+        "noise_guard": ledger.get(timing.NOISE_GUARD, 0.0),
         "teardown_beyond_deletion_delay": (teardown.seconds if teardown else 0.0)
         - NAMESPACE_DELETION_DELAY,
     }
