@@ -152,9 +152,10 @@ def run_window(
     while True:
         window.add(*next_chunk(window.chunks == 0))
         settled, extra = judge(window) if judge else (True, {})
-        reason = stats.stopping(
-            settled, len(window.latencies), minimum, window.seconds, MAX_SECONDS
-        )
+        # Counted in the load's own seconds, not wall time: a chunk of 15
+        # requests at 1.5/s ends in ~9.5 s, and the maximum must stay 60 requests.
+        load_seconds = window.chunks * CHUNK_SECONDS
+        reason = stats.stopping(settled, len(window.latencies), minimum, load_seconds, MAX_SECONDS)
         if reason is not None:
             return window, reason, extra
 

@@ -49,7 +49,9 @@ def test_the_kernel_fix_is_judged_by_version(release, fixed):
 CHECKS = scenarios.get("buffer-cpu-throttling").meta
 
 
-def _chunks(latency, throttled_per_chunk=0, periods_per_chunk=0, cpu_ns=800_000_000, seed=0):
+def _chunks(
+    latency, throttled_per_chunk=0, periods_per_chunk=0, cpu_ns=800_000_000, seed=0, wall=10.5
+):
     """An endless load: each chunk 15 requests from ``latency(rng)``, 10.5 s of wall."""
     rng = random.Random(seed)
     state = {"nr_periods": 0, "nr_throttled": 0, "usage_ns": 0}
@@ -62,7 +64,7 @@ def _chunks(latency, throttled_per_chunk=0, periods_per_chunk=0, cpu_ns=800_000_
         state["nr_throttled"] += throttled_per_chunk
         state["usage_ns"] += cpu_ns
         lat = [latency(rng) for _ in range(15)]
-        return before, dict(state), 10.5, {"sent": 15, "failed": 0, "latencies_ms": lat}
+        return before, dict(state), wall, {"sent": 15, "failed": 0, "latencies_ms": lat}
 
     return next_chunk, calls
 
