@@ -5,12 +5,113 @@ from __future__ import annotations
 import json
 import re
 import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from failure_stories import RunContext, RunError, wait_for
+from failure_stories import RunContext, RunError, Threshold, stats, wait_for
 
 CPU_LIMIT_MILLI = 200
-LOAD = ["--rate", "1.5", "--duration", "40"]
+RATE = 1.5  # requests per second: the story's load, the same in every phase
+# A window is driven in chunks (one load-generator exec each) and stops as soon
+# as its verdict is statistically settled, or after MAX_SECONDS (the fixed
+# window it replaces, so the worst case is unchanged).
+CHUNK_SECONDS = 10.0
+MAX_SECONDS = 40.0
+# Requests a window needs before it may stop. The p95 compared in verify is
+# built from the with-limit window: at 45 requests its nearest-rank p95 is the
+# 43rd, so two requests lie above it and one slow outlier cannot be the p95
+# alone (at 30 it would be the single slowest but one). The no-limit side has
+# the bootstrap interval to answer for its size, and 30 keeps it off its own max.
+# The baseline judges only the observed success ratio (one failure in 60
+# requests fails it anyway), so one chunk shows whether the service answers.
+MIN_SAMPLES = {"baseline": 15, "with_limit": 45, "without_limit": 30}
+
+
+@dataclass
+class Window:
+    """A measuring window so far: the kept chunks' cgroup deltas and requests."""
+
+    periods: int = 0
+    throttled: int = 0
+    usage_ns: int = 0
+    seconds: float = 0.0
+    sent: int = 0
+    failed: int = 0
+    chunks: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: set[str] = field(default_factory=set)
+    usage_ratios: list[float] = field(default_factory=list)  # per chunk
+
+    def add(
+        self, before: dict[str, int], after: dict[str, int], wall: float, load: dict[str, Any]
+    ) -> None:
+        self.periods += after["nr_periods"] - before["nr_periods"]
+        self.throttled += after["nr_throttled"] - before["nr_throttled"]
+        self.usage_ns += after["usage_ns"] - before["usage_ns"]
+        self.seconds += wall
+        self.sent += load["sent"]
+        self.failed += load["failed"]
+        self.chunks += 1
+        self.latencies += load["latencies_ms"]
+        self.errors.update(load.get("errors", []))
+        self.usage_ratios.append(usage_to_limit(before, after, wall))
+
+    def numbers(self) -> dict[str, float]:
+        lat = self.latencies
+        load = {
+            "ok": len(lat),
+            "sent": self.sent,
+            **{
+                f"p{p}_ms": round(stats.percentile(lat, p), 2) if lat else -1.0
+                for p in (50, 95, 99)
+            },
+        }
+        zero = {"nr_periods": 0, "nr_throttled": 0, "usage_ns": 0}
+        after = {
+            "nr_periods": self.periods,
+            "nr_throttled": self.throttled,
+            "usage_ns": self.usage_ns,
+        }
+        return window_numbers(zero, after, self.seconds, load)
+
+
+def settled_symptom(w: Window, checks: Mapping[str, Threshold]) -> tuple[bool, dict[str, float]]:
+    """With the limit: the throttled share (Wilson interval over CFS periods) is
+    clear of its threshold, and every chunk's CPU use (a counter, not a sample)
+    lies on the same side of its own."""
+    throttle = stats.wilson(w.throttled, w.periods)
+    t = checks["throttled_period_ratio"]
+    cpu = checks["cpu_usage_to_limit_ratio"]
+    cpu_sides = {cpu.holds(r) for r in w.usage_ratios}
+    settled = throttle.side(t.op, t.value) is not None and len(cpu_sides) == 1
+    return settled, {
+        "throttled_period_ratio_ci_low": round(throttle.low, 4),
+        "throttled_period_ratio_ci_high": round(throttle.high, 4),
+        "cpu_usage_to_limit_ratio_chunk_min": min(w.usage_ratios),
+        "cpu_usage_to_limit_ratio_chunk_max": max(w.usage_ratios),
+    }
+
+
+def settled_verify(
+    w: Window, with_limit: list[float], checks: Mapping[str, Threshold], seed: int
+) -> tuple[bool, dict[str, float]]:
+    """Without the limit: a bootstrap interval for the improvement factor
+    p95(with limit) / p95(without) lies wholly on one side of its threshold, and
+    the throttled share's Wilson interval is clear of its own."""
+    if not w.latencies or not with_limit:
+        return False, {}
+    factor = stats.bootstrap_quantile_ratio(with_limit, w.latencies, 95, seed=seed)
+    throttle = stats.wilson(w.throttled, w.periods)
+    f, t = checks["latency_improvement_factor"], checks["throttled_period_ratio"]
+    # No periods at all (no quota, so no CFS bandwidth accounting) is exactly 0.
+    throttle_side = t.holds(0.0) if w.periods == 0 else throttle.side(t.op, t.value)
+    settled = factor.side(f.op, f.value) is not None and throttle_side is not None
+    return settled, {
+        "latency_improvement_factor_ci_low": round(factor.low, 2),
+        "latency_improvement_factor_ci_high": round(factor.high, 2),
+    }
 
 
 def _api_pod(ctx: RunContext) -> Any:
@@ -37,22 +138,84 @@ def _cpu_stat(ctx: RunContext, pod: Any) -> dict[str, int]:
     return stat
 
 
-def _load(ctx: RunContext, label: str) -> dict[str, float]:
-    """One measuring window, judged only if the node had CPU to spare meanwhile:
-    on a node that other work keeps busy, latency says nothing about the limit."""
+Judge = Callable[[Window], tuple[bool, dict[str, float]]]
+Chunk = tuple[dict[str, int], dict[str, int], float, dict[str, Any]]
+
+
+def run_window(
+    next_chunk: Callable[[bool], Chunk], judge: Judge | None, minimum: int
+) -> tuple[Window, stats.Stop, dict[str, float]]:
+    """Measure chunks (``next_chunk(first)``) until the stopping rule says stop;
+    returns the window, why it stopped and the judge's interval numbers."""
+    window = Window()
+    extra: dict[str, float] = {}
+    while True:
+        window.add(*next_chunk(window.chunks == 0))
+        settled, extra = judge(window) if judge else (True, {})
+        # Counted in the load's own seconds, not wall time: a chunk of 15
+        # requests at 1.5/s ends in ~9.5 s, and the maximum must stay 60 requests.
+        load_seconds = window.chunks * CHUNK_SECONDS
+        reason = stats.stopping(settled, len(window.latencies), minimum, load_seconds, MAX_SECONDS)
+        if reason is not None:
+            return window, reason, extra
+
+
+def _load(ctx: RunContext, label: str, judge: Judge | None) -> tuple[dict[str, float], Window]:
+    """One measuring window, chunk by chunk until ``judge`` says its verdict is
+    settled (None: nothing to estimate, the minimum is enough) or MAX_SECONDS
+    are measured. Every chunk is judged only if the node had CPU to spare
+    meanwhile: on a node that other work keeps busy, latency says nothing
+    about the limit, and such a chunk is measured again."""
     pod = _api_pod(ctx)
-    return ctx.quiet_window(pod.spec.node_name, lambda: _window(ctx, pod, label))
-
-
-def _window(ctx: RunContext, pod: Any, label: str) -> dict[str, float]:
-    """Drive the service for a fixed time and read its cgroup before and after."""
     ip = ctx.kube.core.read_namespaced_service("api", ctx.namespace).spec.cluster_ip
+    node = pod.spec.node_name
+    window, reason, extra = run_window(
+        lambda first: ctx.quiet_window(
+            node, lambda: _chunk(ctx, pod, ip, label), continues=not first
+        ),
+        judge,
+        MIN_SAMPLES[label],
+    )
+    numbers = {**window.numbers(), **extra}
+    numbers["window_samples"] = len(window.latencies)
+    numbers["window_seconds"] = round(window.seconds, 1)
+    numbers["window_settled"] = 1.0 if reason == "settled" else 0.0
+    ctx.info.setdefault("windows", {})[label] = {
+        "stop": reason if judge else "minimum samples (the check counts the requests seen)",
+        "chunks": window.chunks,
+        "samples": len(window.latencies),
+        "seconds": round(window.seconds, 1),
+        **{k: v for k, v in extra.items() if "_ci_" in k or "_chunk_" in k},
+    }
+    if window.failed:
+        ctx.log(f"{label}: failed requests: {', '.join(sorted(window.errors))}")
+    ctx.log(
+        f"{label}: {len(window.latencies)}/{window.sent} ok in {window.chunks} chunks "
+        f"({reason}), p50 {numbers['p50_latency_ms']} ms, p95 {numbers['p95_latency_ms']} ms, "
+        f"{window.throttled}/{window.periods} periods throttled, "
+        f"{numbers['cpu_usage_to_limit_ratio'] * CPU_LIMIT_MILLI:.0f}m CPU used"
+        + "".join(f", {k} {v}" for k, v in extra.items() if "_ci_" in k)
+    )
+    return numbers, window
+
+
+def _chunk(ctx: RunContext, pod: Any, ip: str, label: str) -> Chunk:
+    """Drive the service for one chunk and read its cgroup before and after."""
     before, t0 = _cpu_stat(ctx, pod), time.monotonic()
     code, out, err = ctx.kube.exec(
         ctx.namespace,
         "loadgen",
-        ["python3", "/opt/kfs/workloads/loadgen.py", "--url", f"http://{ip}/work", *LOAD],
-        timeout=90,
+        [
+            "python3",
+            "/opt/kfs/workloads/loadgen.py",
+            "--url",
+            f"http://{ip}/work",
+            "--rate",
+            str(RATE),
+            "--duration",
+            f"{CHUNK_SECONDS:g}",
+        ],
+        timeout=60,
     )
     wall = time.monotonic() - t0
     after = _cpu_stat(ctx, pod)
@@ -61,16 +224,7 @@ def _window(ctx: RunContext, pod: Any, label: str) -> dict[str, float]:
     result = json.loads(out.strip().splitlines()[-1])
     for ms in result["latencies_ms"]:
         ctx.record(f"latency_ms_{label}", ms)
-    if result["failed"]:
-        ctx.log(f"{label}: failed requests: {', '.join(result.get('errors', []))}")
-    numbers = window_numbers(before, after, wall, result)
-    ctx.log(
-        f"{label}: {result['ok']}/{result['sent']} ok, p50 {result['p50_ms']} ms, "
-        f"p99 {result['p99_ms']} ms, {after['nr_throttled'] - before['nr_throttled']}/"
-        f"{after['nr_periods'] - before['nr_periods']} periods throttled, "
-        f"{numbers['cpu_usage_to_limit_ratio'] * CPU_LIMIT_MILLI:.0f}m CPU used"
-    )
-    return numbers
+    return before, after, wall, result
 
 
 def window_numbers(
@@ -81,15 +235,19 @@ def window_numbers(
     both phases, so "far below the limit" means the same thing with and without it."""
     periods = after["nr_periods"] - before["nr_periods"]
     throttled = after["nr_throttled"] - before["nr_throttled"]
-    used_cores = (after["usage_ns"] - before["usage_ns"]) / 1e9 / wall
     return {
         "throttled_period_ratio": round(throttled / periods, 4) if periods else 0.0,
-        "cpu_usage_to_limit_ratio": round(used_cores * 1000 / CPU_LIMIT_MILLI, 4),
+        "cpu_usage_to_limit_ratio": usage_to_limit(before, after, wall),
         "p50_latency_ms": load["p50_ms"],
         "p95_latency_ms": load["p95_ms"],
         "p99_latency_ms": load["p99_ms"],
         "request_success_ratio": round(load["ok"] / load["sent"], 4),
     }
+
+
+def usage_to_limit(before: dict[str, int], after: dict[str, int], wall: float) -> float:
+    used_cores = (after["usage_ns"] - before["usage_ns"]) / 1e9 / wall
+    return round(used_cores * 1000 / CPU_LIMIT_MILLI, 4)
 
 
 def improvement_factor(p95_with_limit: float, p95_without: float) -> float:
@@ -111,11 +269,9 @@ def setup(ctx: RunContext) -> None:
 
 
 def steady_state(ctx: RunContext) -> dict[str, float]:
-    out = _load(ctx, "baseline")
-    return {
-        "request_success_ratio": out["request_success_ratio"],
-        "p99_latency_ms": out["p99_latency_ms"],
-    }
+    out, _ = _load(ctx, "baseline", None)
+    keep = ("request_success_ratio", "p99_latency_ms", "window_samples", "window_seconds")
+    return {k: out[k] for k in keep}
 
 
 def _roll_out(ctx: RunContext, manifest: str) -> None:
@@ -138,7 +294,7 @@ def _roll_out(ctx: RunContext, manifest: str) -> None:
             "--url",
             f"http://{ip}/work",
             "--rate",
-            "1.5",
+            str(RATE),
             "--duration",
             "5",
         ],
@@ -151,8 +307,10 @@ def inject(ctx: RunContext) -> None:
 
 
 def symptom(ctx: RunContext) -> dict[str, float]:
-    out = _load(ctx, "with_limit")
+    checks = ctx.scenario.meta.checks_for("symptom")
+    out, window = _load(ctx, "with_limit", lambda w: settled_symptom(w, checks))
     ctx.state["p95_with_limit"] = out["p95_latency_ms"]
+    ctx.state["latencies_with_limit"] = window.latencies
     node = ctx.kube.core.read_node(_api_pod(ctx).spec.node_name)
     release = node.status.node_info.kernel_version
     ctx.log(
@@ -168,7 +326,12 @@ def mitigate(ctx: RunContext) -> None:
 
 
 def verify(ctx: RunContext) -> dict[str, float]:
-    out = _load(ctx, "without_limit")
+    checks = ctx.scenario.meta.checks_for("verify")
+    # Seeded per run, and the seed reported, so its intervals can be replayed.
+    seed = zlib.crc32(ctx.namespace.encode())
+    ctx.info["bootstrap_seed"] = seed
+    with_limit = ctx.state["latencies_with_limit"]
+    out, _ = _load(ctx, "without_limit", lambda w: settled_verify(w, with_limit, checks, seed))
     # p95, not p99: with 60 requests p99 is the single slowest one, which a noisy
     # neighbour on a 2-core machine can decide on its own.
     out["latency_improvement_factor"] = improvement_factor(

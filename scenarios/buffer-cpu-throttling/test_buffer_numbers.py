@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from failure_stories.contract import scenario as scenarios
@@ -41,3 +43,127 @@ def test_improvement_is_the_p95_ratio_and_never_divides_by_zero():
 )
 def test_the_kernel_fix_is_judged_by_version(release, fixed):
     assert steps.kernel_has_fix(release) is fixed
+
+
+# -- the stopping rule, on synthetic chunks of 15 requests (10 s at 1.5/s) -------------
+CHECKS = scenarios.get("buffer-cpu-throttling").meta
+
+
+def _chunks(
+    latency, throttled_per_chunk=0, periods_per_chunk=0, cpu_ns=800_000_000, seed=0, wall=10.5
+):
+    """An endless load: each chunk 15 requests from ``latency(rng)``, 10.5 s of wall."""
+    rng = random.Random(seed)
+    state = {"nr_periods": 0, "nr_throttled": 0, "usage_ns": 0}
+    calls = []
+
+    def next_chunk(first):
+        calls.append(first)
+        before = dict(state)
+        state["nr_periods"] += periods_per_chunk
+        state["nr_throttled"] += throttled_per_chunk
+        state["usage_ns"] += cpu_ns
+        lat = [latency(rng) for _ in range(15)]
+        return before, dict(state), wall, {"sent": 15, "failed": 0, "latencies_ms": lat}
+
+    return next_chunk, calls
+
+
+def _with_limit(rng):  # 45% of requests wait for the next period: ~200 ms
+    return 34 * rng.uniform(0.9, 1.1) + (rng.uniform(140, 200) if rng.random() < 0.45 else 0)
+
+
+def _without(rng):
+    return 34 * rng.uniform(0.9, 1.1)
+
+
+def test_symptom_stops_at_its_minimum_once_throttling_is_clear():
+    checks = CHECKS.checks_for("symptom")
+    chunk, calls = _chunks(_with_limit, throttled_per_chunk=40, periods_per_chunk=90)
+    window, reason, extra = steps.run_window(
+        chunk, lambda w: steps.settled_symptom(w, checks), steps.MIN_SAMPLES["with_limit"]
+    )
+    assert reason == "settled"
+    assert (window.chunks, len(window.latencies)) == (3, 45)  # the p95 minimum, not more
+    assert calls == [True, False, False]  # later chunks continue the first (no probe)
+    assert extra["throttled_period_ratio_ci_low"] > 0.25
+    # 0.8 s of CPU in 10.5 s = 76m of the 200m limit, in every chunk.
+    assert extra["cpu_usage_to_limit_ratio_chunk_max"] == pytest.approx(0.381, abs=1e-3)
+
+
+def test_verify_settles_early_on_a_clear_improvement():
+    with_limit, _ = steps.run_window(
+        _chunks(_with_limit, 40, 90, seed=1)[0], None, steps.MIN_SAMPLES["with_limit"]
+    )[:2]
+    checks = CHECKS.checks_for("verify")
+    window, reason, extra = steps.run_window(
+        _chunks(_without, seed=2)[0],
+        lambda w: steps.settled_verify(w, with_limit.latencies, checks, seed=3),
+        steps.MIN_SAMPLES["without_limit"],
+    )
+    assert reason == "settled"
+    assert window.chunks == 2 and window.seconds == 21.0  # instead of 40 s
+    assert extra["latency_improvement_factor_ci_low"] >= 3
+
+
+def test_verify_without_an_improvement_settles_as_not_fixed():
+    with_limit = [_without(random.Random(i)) for i in range(45)]
+    checks = CHECKS.checks_for("verify")
+    window, reason, extra = steps.run_window(
+        _chunks(_without, seed=2)[0],
+        lambda w: steps.settled_verify(w, with_limit, checks, seed=3),
+        steps.MIN_SAMPLES["without_limit"],
+    )
+    assert reason == "settled" and window.chunks == 2
+    assert extra["latency_improvement_factor_ci_high"] < 3
+    assert (
+        steps.improvement_factor(
+            steps.stats.percentile(with_limit, 95), window.numbers()["p95_latency_ms"]
+        )
+        < 3
+    )
+
+
+def test_a_borderline_improvement_never_settles_and_runs_to_the_maximum():
+    # The with-limit p95 about three times the no-limit one (~37 ms): the interval
+    # straddles 3 however many chunks come.
+    with_limit = [103.0 * random.Random(i).uniform(0.9, 1.1) for i in range(45)]
+    checks = CHECKS.checks_for("verify")
+    window, reason, extra = steps.run_window(
+        _chunks(_without, seed=4)[0],
+        lambda w: steps.settled_verify(w, with_limit, checks, seed=3),
+        steps.MIN_SAMPLES["without_limit"],
+    )
+    assert reason == "maximum reached"
+    assert window.chunks == 4 and window.seconds == 42.0  # the 40 s window of before
+    assert (
+        extra["latency_improvement_factor_ci_low"] < 3 < extra["latency_improvement_factor_ci_high"]
+    )
+
+
+def test_cpu_use_on_both_sides_of_its_threshold_is_not_settled():
+    checks = CHECKS.checks_for("symptom")
+    uses = iter([1_000_000_000, 1_200_000_000, 1_000_000_000, 1_200_000_000])  # 0.48, 0.57
+
+    def chunk(first):
+        lat = [_with_limit(random.Random(len(lat_seen))) for _ in range(15)]
+        lat_seen.append(lat)
+        use = next(uses)
+        return (
+            {"nr_periods": 0, "nr_throttled": 0, "usage_ns": 0},
+            {"nr_periods": 90, "nr_throttled": 40, "usage_ns": use},
+            10.5,
+            {"sent": 15, "failed": 0, "latencies_ms": lat},
+        )
+
+    lat_seen: list[list[float]] = []
+    window, reason, _ = steps.run_window(
+        chunk, lambda w: steps.settled_symptom(w, checks), steps.MIN_SAMPLES["with_limit"]
+    )
+    assert reason == "maximum reached" and window.chunks == 4
+
+
+def test_the_baseline_needs_only_its_minimum():
+    window, reason, _ = steps.run_window(_chunks(_without)[0], None, steps.MIN_SAMPLES["baseline"])
+    assert (window.chunks, reason) == (1, "settled")
+    assert window.numbers()["request_success_ratio"] == 1.0

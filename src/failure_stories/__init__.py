@@ -18,6 +18,8 @@ only the ones below it (import-linter checks it, see pyproject.toml)::
 
 from __future__ import annotations
 
+from failure_stories.contract.scenario import Threshold
+from failure_stories.core import stats
 from failure_stories.core.errors import (
     KfsError,
     NodeTooBusyError,
@@ -50,12 +52,13 @@ __all__ = [
     "RunContext",
     "RunError",
     "ScenarioDefinitionError",
+    "Threshold",
     "TransientError",
     "WaitTimeout",
     "pod_ready",
     "redis_operator",
     "sample",
-    "snat",
+    "stats",
     "wait_for",
     "watch",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 from click.testing import CliRunner
 
@@ -277,3 +278,13 @@ def test_audit_takes_the_cluster_options_and_needs_no_allow_context(two_files, m
     out = CliRunner().invoke(cli, ["audit", "--kubeconfig", two_files, "--context", "staging"])
     assert out.exit_code == 3  # read-only, so not refused: nothing answers there
     assert one_line(out).startswith("kfs: error: the API server of staging does not answer")
+
+
+def test_every_api_request_is_timed_for_the_overhead_accounting(two_files):
+    from failure_stories.core import timing
+
+    timing.LEDGER.reset()
+    # Port 1 refuses: the request fails, and still took its time.
+    with pytest.raises(urllib3.exceptions.MaxRetryError):
+        Kube(two_files).core.list_node(_request_timeout=2)
+    assert set(timing.LEDGER.seconds) == {"cluster_calls"}

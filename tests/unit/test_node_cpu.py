@@ -75,6 +75,15 @@ def test_a_quiet_window_is_kept_with_its_idle_share():
     assert idle == pytest.approx(0.8)
 
 
+def test_the_wait_for_a_quiet_node_is_booked_to_the_noise_guard():
+    from failure_stories.core import timing
+
+    timing.LEDGER.reset()
+    quiet([0.2, 0.9, 0.8])  # one busy probe, then a quiet one, then the window
+    booked = timing.LEDGER.snapshot()
+    assert booked.get("noise_guard", 0) > 0 and "waits" not in booked
+
+
 def test_a_busy_window_is_forgotten_and_measured_again():
     (_, idle), windows, discarded, logged = quiet([0.9, 0.2, 0.9, 0.7])
     assert windows == [0, 1] and discarded == [1]
@@ -88,6 +97,35 @@ def test_a_node_that_stays_busy_is_an_error_with_numbers_not_a_verdict():
     with pytest.raises(NodeTooBusyError) as err:
         quiet([0.9, 0.12, 0.9, 0.3])
     assert str(err.value).startswith("node too busy to judge: 30% idle, need 50% (in 2 measuring")
+
+
+def _continued(idle_shares: list[float], **kw: object):
+    samples = _sampler(idle_shares)
+    since = next(samples)  # the sample that closed the previous (kept) chunk
+    windows: list[int] = []
+    discarded: list[int] = []
+    result = node_cpu.quiet_window(
+        lambda: next(samples),
+        lambda: windows.append(len(windows)),
+        0.5,
+        log=lambda _m: None,
+        discard=lambda: discarded.append(len(windows)),
+        probe=0.01,
+        since=since,
+        **kw,  # type: ignore[arg-type]
+    )
+    return result[1], windows, discarded
+
+
+def test_a_chunk_continuing_a_quiet_window_starts_without_a_probe_and_is_still_judged():
+    ends: list[CpuTimes] = []
+    # One span only, the chunk itself, counted from the previous chunk's end.
+    idle, windows, _ = _continued([0.9], kept=ends.append)
+    assert windows == [0] and idle == pytest.approx(0.9)
+    assert ends == [CpuTimes(180, 200)]  # the next chunk continues from here
+    # A busy continued chunk is still thrown away, then measured again after a probe.
+    idle, windows, discarded = _continued([0.2, 0.9, 0.8])
+    assert windows == [0, 1] and discarded == [1] and idle == pytest.approx(0.8)
 
 
 def test_no_window_starts_on_a_node_busy_from_the_start():

@@ -221,3 +221,15 @@ def test_dry_run_prints_the_plan_and_touches_nothing(monkeypatch):
         assert f"{s.id} (dry run: nothing is changed)" in out.output
     assert "Deployment/web" in out.output
     assert "ConfigMap/${MASQ_CONFIGMAP}" in out.output  # MindTickle's fault, a config edit
+
+
+def test_the_report_carries_step_info_and_the_framework_ledger(make_scenario, provider, tmp_path):
+    extra = "ctx.info['windows'] = {'with_limit': {'stop': 'settled'}}; " + (
+        "__import__('failure_stories').wait_for(lambda: True, what='x', timeout=1)"
+    )
+    report, _ = run(make_scenario, provider, tmp_path, inject_extra=extra)
+    assert report.info["windows"] == {"with_limit": {"stop": "settled"}}
+    ledger = report.info["framework_seconds"]
+    assert "waits" in ledger and "lock_wait" in ledger  # the node lock, even uncontended
+    assert all(v >= 0 for v in ledger.values())
+    assert sum(ledger.values()) <= report.seconds

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import tenacity
 
+from failure_stories.core import timing
 from failure_stories.core.errors import TransientError, WaitTimeout
 
 T = TypeVar("T")
@@ -15,6 +16,7 @@ T = TypeVar("T")
 _RETRYABLE: tuple[type[BaseException], ...] = (TransientError, ConnectionError)
 
 
+@timing.timed(timing.WAITS)
 def wait_for(
     predicate: Callable[[], T | None],
     *,

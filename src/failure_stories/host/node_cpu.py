@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from failure_stories.core import timing
 from failure_stories.core.errors import NodeTooBusyError, WaitTimeout
 from failure_stories.core.wait import wait_for
 
@@ -68,6 +69,8 @@ def quiet_window(
     discard: Callable[[], None] = lambda: None,
     settle: float = SETTLE_SECONDS,
     probe: float = PROBE_SECONDS,
+    since: CpuTimes | None = None,
+    kept: Callable[[CpuTimes], None] = lambda _times: None,
 ) -> tuple[T, float]:
     """Run ``measure`` while the node has at least ``need`` of its CPU idle.
 
@@ -75,9 +78,14 @@ def quiet_window(
     ``probe`` seconds to show enough idle CPU; then measures, reading the idle share over
     the whole window. A window that was too busy is thrown away (``discard``
     forgets what it recorded) and measured again, ``attempts`` times in all.
-    Returns the window's result and its idle share."""
+    Returns the window's result and its idle share.
+
+    ``since`` is the sample that closed a window judged quiet just before (see
+    ``kept``, called with the closing sample of a kept window): a window that
+    continues it starts at once, its span and idle share counted from that sample,
+    so chunks of one long window pay no probe between them and none escapes judgement."""
     idle = 0.0
-    prev = [sample()]
+    prev = [since if since is not None else sample()]
     last: list[float] = []  # the idle share of the latest probe
 
     def quiet() -> bool:
@@ -90,18 +98,21 @@ def quiet_window(
 
     for attempt in range(1, attempts + 1):
         last.clear()
-        try:
-            wait_for(quiet, what="a quiet node", timeout=settle, interval=probe)
-        except WaitTimeout:
-            raise NodeTooBusyError(
-                too_busy(last[0] if last else 0.0, need)
-                + f" (for {settle:g} s before measuring); {ADVICE}"
-            ) from None
+        if attempt > 1 or since is None:
+            try:
+                with timing.span(timing.NOISE_GUARD, opaque=True):
+                    wait_for(quiet, what="a quiet node", timeout=settle, interval=probe)
+            except WaitTimeout:
+                raise NodeTooBusyError(
+                    too_busy(last[0] if last else 0.0, need)
+                    + f" (for {settle:g} s before measuring); {ADVICE}"
+                ) from None
         result = measure()
         after = sample()
         idle = idle_ratio(prev[0], after)
         prev[0] = after
         if idle >= need:
+            kept(after)
             return result, idle
         discard()
         if attempt < attempts:

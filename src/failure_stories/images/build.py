@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from failure_stories.core import paths
+from failure_stories.core import paths, timing
 from failure_stories.core.errors import DefinitionError
 from failure_stories.host import commands
 from failure_stories.images.cache import RECIPE_VERSION, default_cache_dir, locked, prune
@@ -181,6 +181,7 @@ def _build_pause(cache: Path, images_dir: Path, log: Log) -> Path:
     return archive
 
 
+@timing.timed(timing.IMAGES)
 def build_images(
     cache_dir: Path | None = None,
     log: Callable[[str], None] = print,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from failure_stories.core import timing
 from failure_stories.core.errors import ProviderError
 from failure_stories.core.wait import wait_for
 from failure_stories.host import commands
@@ -39,6 +40,7 @@ def parse_ctr_images_ls(text: str) -> dict[str, str]:
     return found
 
 
+@timing.timed(timing.IMAGES)
 def import_images(
     archives: dict[str, Path],
     containerd_address: str,
@@ -129,6 +131,7 @@ def docker_build_context(
     return ctx
 
 
+@timing.timed(timing.IMAGES)
 def load_into_docker(archives: dict[str, Path], log: Callable[[str], None] = print) -> None:
     """``docker load`` each archive (it reads the manifest.json they carry)."""
     docker = _require("docker", "install Docker (Debian: apt-get install docker.io)")

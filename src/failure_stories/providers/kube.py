@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client, config, dynamic, stream
 from kubernetes.client.rest import ApiException
 
+from failure_stories.core import timing
 from failure_stories.core.errors import (
     ClusterUnreachableError,
     GuardRefusedError,
@@ -79,6 +80,9 @@ class Kube:
             raise ClusterUnreachableError(
                 f"cannot load kube context {context or '(current)'} from {merged}: {exc}"
             ) from exc
+        # Every REST request is timed for the run's overhead accounting (an exec
+        # swaps call_api for its websocket while it runs and is timed as exec).
+        self.api.call_api = timing.LEDGER.timed(timing.CLUSTER_CALLS, self.api.call_api)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self._dynamic: dynamic.DynamicClient | None = None
@@ -335,6 +339,7 @@ class Kube:
         )
         return ip
 
+    @timing.timed(timing.EXEC)
     def exec(
         self,
         namespace: str,

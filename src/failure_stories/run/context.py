@@ -51,7 +51,12 @@ class RunContext:
     phase: str = "setup"
     # The events started in the current phase (see expose); the runner ends them.
     exposures: list[Exposure] = field(default_factory=list)
+    # Copied into the report's info: what a step found that is not a number
+    # judged by a threshold (how a measuring window stopped, say).
+    info: dict[str, Any] = field(default_factory=dict)
     _pending: dict[str, float] = field(default_factory=dict)
+    # Per node, the /proc/stat sample that closed the latest window judged quiet.
+    _quiet_end: dict[str, node_cpu.CpuTimes] = field(default_factory=dict)
 
     # -- manifests --------------------------------------------------------------
     def manifest(self, name: str, **extra: str) -> list[dict[str, Any]]:
@@ -162,13 +167,15 @@ class RunContext:
             [round(time.monotonic() - self.started, 3), float(value)]
         )
 
-    def quiet_window(self, node: str, measure: Callable[[], T]) -> T:
+    def quiet_window(self, node: str, measure: Callable[[], T], continues: bool = False) -> T:
         """Run the measuring window ``measure`` and keep it only if ``node`` had
         the story's ``node.min_idle_cpu`` to spare meanwhile (see node_cpu).
 
         Records ``node_idle_cpu_ratio``; a window too busy to judge is forgotten
         (its series points and measurements) and measured again, and a node
-        that stays busy ends the phase in NodeTooBusyError."""
+        that stays busy ends the phase in NodeTooBusyError. ``continues``: this
+        window is the next chunk of the one just kept on ``node``, so it starts
+        without a probe and is judged from that window's end."""
         need = self.scenario.meta.node.min_idle_cpu
         if need <= 0:
             return measure()
@@ -188,6 +195,16 @@ class RunContext:
         def sample() -> node_cpu.CpuTimes:
             return node_cpu.parse_proc_stat(shell.node_exec(node, ["cat", "/proc/stat"]))
 
-        result, idle = node_cpu.quiet_window(sample, measure, need, log=self.log, discard=discard)
+        since = self._quiet_end.pop(node, None) if continues else None
+        self._quiet_end.pop(node, None)
+        result, idle = node_cpu.quiet_window(
+            sample,
+            measure,
+            need,
+            log=self.log,
+            discard=discard,
+            since=since,
+            kept=lambda end: self._quiet_end.__setitem__(node, end),
+        )
         self.measure("node_idle_cpu_ratio", round(idle, 3))
         return result

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from failure_stories.contract.controls import CONTROLS, expected_verdict
 from failure_stories.contract.scenario import PHASES, STEP_PHASES, Scenario
+from failure_stories.core import timing
 from failure_stories.core.errors import (
     Interrupted,
     KfsError,
@@ -33,6 +34,7 @@ from failure_stories.run.context import Cleanup, RunContext
 from failure_stories.run.events import Event, EventKind
 
 if TYPE_CHECKING:
+    from failure_stories.host.locks import LockBackend
     from failure_stories.providers.base import Provider
 
 # A failed check in these phases means the story itself did or did not hold;
@@ -149,6 +151,7 @@ class Runner:
             control=self.control,
         )
         t0 = time.monotonic()
+        timing.LEDGER.reset()
         ctx: RunContext | None = None
         interrupted: Interrupted | None = None
         verdict = "error"
@@ -174,6 +177,8 @@ class Runner:
         with interrupts_deferred() as late:
             if ctx is not None and verdict != expected_verdict(self.control):
                 self._collect_artifacts(ctx, report)
+            # Framework time up to teardown, by category (teardown has its own phase time).
+            report.info["framework_seconds"] = timing.LEDGER.snapshot()
             teardown = self._teardown(scenario, ctx)
             report.phases.append(teardown)
             # A run that ended as it must, but left something behind, is no pass.
@@ -191,6 +196,7 @@ class Runner:
             report.seconds = time.monotonic() - t0
             if ctx is not None:
                 report.series = ctx.series
+                report.info.update(ctx.info)
             write_json(report, self.report_dir)
         if late and interrupted is None:
             interrupted = Interrupted(late[0])
@@ -252,6 +258,13 @@ class Runner:
         wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in node.locks]
         start = time.monotonic()
         locks = self.provider.locks()
+        with timing.span(timing.LOCK_WAIT, opaque=True):
+            self._hold_locks(scenario, wanted, locks)
+        report.info["lock_wait_seconds"] = round(time.monotonic() - start, 1)
+
+    def _hold_locks(
+        self, scenario: Scenario, wanted: list[tuple[str, bool, str]], locks: LockBackend
+    ) -> None:
         for name, shared, what in wanted:
             self._enter(
                 locks.held(
@@ -261,7 +274,6 @@ class Runner:
                     on_wait=lambda m: self._emit(Event(EventKind.LOG, scenario.id, message=m)),
                 )
             )
-        report.info["lock_wait_seconds"] = round(time.monotonic() - start, 1)
 
     def _run_phases(self, scenario: Scenario, ctx: RunContext, report: ScenarioReport) -> str:
         report.info["namespace"] = ctx.namespace

@@ -5,8 +5,9 @@ Measured on the local provider: build times (cold ones are recorded by
 rest, toolbox pod start to Ready, and the whole suite as `kfs run --all --jobs N`
 runs it: its wall time, per story the wall time (less any wait for another
 story's turn on a node lock) against the waits its physics imposes (its own
-physics_seconds plus the namespace controller's fixed deletion delay), time to the
-first phase, the largest runner's peak memory and, with --repeat, flakiness.
+physics_seconds plus the namespace controller's fixed deletion delay) and the
+rest broken down (cluster calls, waits beyond physics, image work, teardown), time
+to the first phase, the largest runner's peak memory and, with --repeat, flakiness.
 
 With --kind, also a real kind cluster of 1+3 nodes (tools/kind_bench.py): the
 node image's build time in this run (seconds when cached), `kind create
@@ -27,6 +28,7 @@ from typing import Any
 import psutil
 
 from failure_stories.contract import scenario as scenarios
+from failure_stories.core import timing
 from failure_stories.core.wait import wait_for
 from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.providers.base import REAL_NODE_LABEL
@@ -191,7 +193,38 @@ def _story_numbers(s: scenarios.Scenario, r: ScenarioReport | None) -> dict[str,
         "physics_seconds": s.meta.physics_seconds,
         "namespace_deletion_delay_seconds": NAMESPACE_DELETION_DELAY,
         "wall_to_physics": round(own / physics, 2) if s.meta.physics_seconds else None,
+        "overhead_seconds": overhead(r, s.meta.physics_seconds),
     }
+
+
+def overhead(r: ScenarioReport, physics_seconds: float) -> dict[str, float] | None:
+    """A run's wall time less its lock wait and its physics, in slices that add
+    up to it: time inside Kubernetes API requests; waits beyond physics (the
+    wait helper's time and the commands run in pods, where the mechanisms'
+    grace periods and load windows pass, less the story's physics_seconds);
+    building and importing images; teardown beyond the namespace deletion delay;
+    the noise guard's waits for a quiet node before timing windows; and the
+    rest (step code, client setup). Reports from before the runner kept
+    its ledger (``info.framework_seconds``) have none."""
+    ledger = r.info.get("framework_seconds")
+    if ledger is None:
+        return None
+    teardown = r.phase("teardown")
+    own = r.seconds - float(r.info.get("lock_wait_seconds", 0.0))
+    waits = ledger.get(timing.WAITS, 0.0) + ledger.get(timing.EXEC, 0.0)
+    slices = {
+        "cluster_calls": ledger.get(timing.CLUSTER_CALLS, 0.0),
+        "waits_beyond_physics": waits - physics_seconds,
+        "image_work": ledger.get(timing.IMAGES, 0.0),
+        "noise_guard": ledger.get(timing.NOISE_GUARD, 0.0),
+        "teardown_beyond_deletion_delay": (teardown.seconds if teardown else 0.0)
+        - NAMESPACE_DELETION_DELAY,
+    }
+    total = own - physics_seconds - NAMESPACE_DELETION_DELAY
+    slices["other"] = total - sum(slices.values())
+    out = {k: round(v, 1) for k, v in slices.items()}
+    out["total"] = round(total, 1)
+    return out
 
 
 def chaostoolkit_numbers(
