@@ -58,6 +58,7 @@ __all__ = [
     "pod_ready",
     "redis_operator",
     "sample",
+    "snat",
     "stats",
     "wait_for",
     "watch",
