@@ -29,7 +29,14 @@ def setup(ctx: RunContext) -> None:
     ctx.log(f"pod egress SNAT owner: {owner}")
     # Saved before anything changes; whatever a later phase writes, teardown puts it back.
     saved = snat.read_config(ctx.kube, owner)
-    ctx.defer(f"restore the config of {owner}", lambda: snat.write_config(ctx.kube, owner, saved))
+    # Also on the ConfigMap, for `kfs cleanup` if this run dies before its teardown.
+    snat.save_for_run(ctx.kube, owner, ctx.namespace, saved)
+
+    def restore() -> None:
+        snat.write_config(ctx.kube, owner, saved)
+        snat.forget_for_run(ctx.kube, owner)
+
+    ctx.defer(f"restore the config of {owner}", restore)
     ctx.apply("baseline.yaml")
     wait_for(
         lambda: ctx.kube.ready_endpoints(ctx.namespace, "internal") == 1,

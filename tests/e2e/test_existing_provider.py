@@ -22,6 +22,7 @@ import pytest
 from failure_stories.contract import scenario as scenarios
 from failure_stories.core.wait import wait_for
 from failure_stories.images import TOOLBOX_IMAGE
+from failure_stories.providers import snat
 from failure_stories.providers.agent import NodeAgent, agent_namespaces
 from failure_stories.providers.existing import ExistingProvider
 from failure_stories.providers.kube import KFS, MANAGED_BY, Kube
@@ -202,12 +203,16 @@ def test_a_frozen_kubelet_thaws_at_its_deadline_when_kfs_dies(kube: Kube, tmp_pa
 def test_sigkill_mid_fault_then_cleanup_from_a_fresh_process(
     kubeconfig: Path, kube: Kube, tmp_path: Path
 ) -> None:
-    """kfs killed with SIGKILL while MindTickle's fault (an iptables chain on the
-    node, an outside host beside it) is live; `kfs cleanup --provider existing`,
-    a new process that knows only the cluster, puts the node back as it was."""
+    """kfs killed with SIGKILL while MindTickle's fault (the SNAT owner's config
+    naming the outside network, an outside host beside the node) is live; `kfs
+    cleanup --provider existing`, a new process that knows only the cluster, puts
+    the config and the node back as they were."""
     kfs = str(Path(sys.executable).with_name("kfs"))
     cluster = ["--provider", "existing", "--kubeconfig", str(kubeconfig)]
     before = _kfs_chains()
+    owner = snat.find(kube)
+    assert owner is not None
+    config_before = snat.read_config(kube, owner)
     log = tmp_path / "run.log"
     with log.open("w") as out:
         run = subprocess.Popen(
@@ -232,7 +237,8 @@ def test_sigkill_mid_fault_then_cleanup_from_a_fresh_process(
             what="the symptom phase",
             timeout=300,
         )
-        assert "KFS-NOMASQ-" in _kfs_chains()  # the fault is live on the node
+        # The fault is live: the owner leaves the outside network un-NATed.
+        assert "198.51.100.0/24" in (snat.read_config(kube, owner) or "")
         assert _outside_links()  # and the outside host beside it
         assert agent_namespaces(kube)
         run.send_signal(signal.SIGKILL)
@@ -241,7 +247,7 @@ def test_sigkill_mid_fault_then_cleanup_from_a_fresh_process(
         if run.poll() is None:
             run.kill()
     # Nothing was undone by the dead run: cleanup finds it all on the cluster.
-    assert "KFS-NOMASQ-" in _kfs_chains()
+    assert "198.51.100.0/24" in (snat.read_config(kube, owner) or "")
 
     def cleanup() -> str:
         done = subprocess.run(
@@ -263,8 +269,9 @@ def test_sigkill_mid_fault_then_cleanup_from_a_fresh_process(
 
     wait_for(settled, what="cleanup to find the run over", timeout=90, interval=3)
     said = "\n".join(outputs)
-    assert re.search(r"removed iptables chain nat/KFS-NOMASQ-\w+ on node kfs-worker", said), said
-    assert "deleted node agent namespace" in said
+    assert "restored the SNAT config in ConfigMap kube-system/kfs-masq-agent" in said, said
+    assert "deleted outside host" in said and "deleted node agent namespace" in said, said
+    assert snat.read_config(kube, owner) == config_before
     assert _kfs_chains() == before
     assert _outside_links() == []
     assert agent_namespaces(kube) == {}

@@ -9,7 +9,9 @@ arguments; nothing is per provider."""
 
 from __future__ import annotations
 
+import json
 import shlex
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,3 +111,59 @@ def config_text(cidrs: list[str], resync: str = "1s") -> str:
     """A config in the agent's format: ``cidrs`` keep pod addresses, the rest is masqueraded."""
     listed = ", ".join(cidrs)
     return f"nonMasqueradeCIDRs: [{listed}]\nmasqLinkLocal: false\nresyncInterval: {resync}\n"
+
+
+# On the owner's ConfigMap while a run has changed it: the run and the text to put
+# back, so `kfs cleanup` can restore it after the run died (the ConfigMap is the
+# cluster's, not the run's: deleting the run's namespace does not undo it).
+RESTORE_ANNOTATION = "kfs.dev/restore-config"
+
+
+def save_for_run(kube: Kube, owner: SnatOwner, run: str, saved: str | None) -> None:
+    record = json.dumps({"run": run, "config": saved})
+    _annotate(kube, owner, record)
+
+
+def forget_for_run(kube: Kube, owner: SnatOwner) -> None:
+    _annotate(kube, owner, None)
+
+
+def _annotate(kube: Kube, owner: SnatOwner, value: str | None) -> None:
+    body = {"metadata": {"annotations": {RESTORE_ANNOTATION: value}}}
+    try:
+        kube.core.patch_namespaced_config_map(owner.configmap, owner.configmap_namespace, body)
+    except ApiException as exc:
+        if exc.status != 404 or value is None:
+            if exc.status != 404:
+                raise
+            return
+        created = {
+            "metadata": {"name": owner.configmap, "annotations": {RESTORE_ANNOTATION: value}}
+        }
+        kube.core.create_namespaced_config_map(owner.configmap_namespace, created)
+
+
+def restore_dead(
+    kube: Kube, dead: Callable[[str], bool], only: Collection[str] | None = None
+) -> list[str]:
+    """Put back every SNAT config a run changed and did not restore because it died."""
+    done = []
+    for cm in kube.core.list_config_map_for_all_namespaces().items:
+        raw = (cm.metadata.annotations or {}).get(RESTORE_ANNOTATION)
+        if not raw:
+            continue
+        record = json.loads(raw)
+        run = str(record.get("run"))
+        if (only is not None and run not in only) or not dead(run):
+            continue
+        ns, name = cm.metadata.namespace, cm.metadata.name
+        kube.core.patch_namespaced_config_map(
+            name,
+            ns,
+            {
+                "metadata": {"annotations": {RESTORE_ANNOTATION: None}},
+                "data": {CONFIG_KEY: record.get("config")},
+            },
+        )
+        done.append(f"restored the SNAT config in ConfigMap {ns}/{name} that run {run} changed")
+    return done

@@ -13,6 +13,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories.core.errors import ClusterUnreachableError, KfsError
 from failure_stories.host import docker_engine
 from failure_stories.host.locks import remove_all
+from failure_stories.providers import snat
 from failure_stories.providers.agent.objects import AGENT_LABEL
 from failure_stories.providers.base import Provider
 from failure_stories.providers.kube import KFS, MANAGED_BY, RUN_LABEL
@@ -72,6 +73,7 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
                     continue
                 resource.delete(name=obj.metadata.name)
                 done.append(f"deleted {kind} {obj.metadata.name}")
+        done += snat.restore_dead(kube, lambda run: not locks.run_active(run), only)
     except (KfsError, ApiException) as exc:
         done.append(f"cluster not reachable, skipped its objects ({_line(exc)})")
     try:

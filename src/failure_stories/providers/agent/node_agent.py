@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories.core.errors import GuardRefusedError, ProviderError
 from failure_stories.core.wait import wait_for
 from failure_stories.host import iptables, netns
+from failure_stories.providers import snat
 from failure_stories.providers.agent import objects
 from failure_stories.providers.agent.scripts import THAW_ANNOTATION, WATCHDOG
 from failure_stories.providers.kube import RUN_LABEL, Kube
@@ -344,6 +345,9 @@ def revert_namespace(
     image = ((cm.metadata.annotations or {}) if cm else {}).get(IMAGE_ANNOTATION)
     run_namespace = agent_namespaces(kube).get(namespace) or namespace
     agent = NodeAgent(kube, run_namespace, image or "", log=log)
+    # The cluster's own SNAT owner keeps its chain (pod egress depends on it).
+    owner = snat.find(kube)
+    keep = (owner.chain,) if owner is not None else ()
     agent._set_up = True  # its namespace is there: no new setup, no refusal probe
     # Frozen kubelets first: nothing else on their node answers until they run.
     order = {"freeze": 0, "outside": 1, "shell": 2}
@@ -360,7 +364,7 @@ def revert_namespace(
             def on_node(argv: list[str], check: bool = True, n: str = node) -> str:
                 return agent.in_agent(n, [*IN_NODE, *argv], check=check)
 
-            for chain in iptables.sweep(iptables.SCENARIO_CHAIN, on_node):
+            for chain in iptables.sweep(iptables.excluding(iptables.SCENARIO_CHAIN, keep), on_node):
                 done.append(f"removed {chain} on node {node}")
         kube.core.patch_namespaced_config_map(JOURNAL, namespace, {"data": {key: None}})
     # The agent's pods go with the namespace, and the outside hosts with them.
