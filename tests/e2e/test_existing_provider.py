@@ -272,7 +272,8 @@ def test_sigkill_mid_fault_then_cleanup_from_a_fresh_process(
     assert "restored the SNAT config in ConfigMap kube-system/kfs-masq-agent" in said, said
     assert "deleted outside host" in said and "deleted node agent namespace" in said, said
     assert snat.read_config(kube, owner) == config_before
-    assert _kfs_chains() == before
+    # The owner applies the restored config within its resync interval (1 s).
+    wait_for(lambda: _kfs_chains() == before, what="the node's SNAT rules as before", timeout=15)
     assert _outside_links() == []
     assert agent_namespaces(kube) == {}
     # The run's namespace was deleted by cleanup; Kubernetes finishes that in seconds.
