@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from failure_stories.core import atomic
+
 _VALID = dt.timedelta(days=365)
 
 
@@ -169,6 +171,7 @@ class PKI:
             "contexts": [{"name": name, "context": {"cluster": "kfs-local", "user": user}}],
             "current-context": name,
         }
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        path.chmod(0o600)
+        # Atomic: parallel runs re-read it while a later `up` rewrites it (one read an
+        # empty file in a cold `make run`).
+        atomic.write_text(path, yaml.safe_dump(doc, sort_keys=False), mode=0o600)
         return path
