@@ -199,24 +199,17 @@ def _load(ctx: RunContext, label: str, judge: Judge | None) -> tuple[dict[str, f
     return numbers, window
 
 
+def _drive(ctx: RunContext, ip: str, seconds: float) -> tuple[int, str, str]:
+    """The load generator at the story's rate for ``seconds``: (exit code, out, err)."""
+    argv = ["python3", "/opt/kfs/workloads/loadgen.py", "--url", f"http://{ip}/work"]
+    argv += ["--rate", str(RATE), "--duration", f"{seconds:g}"]
+    return ctx.kube.exec(ctx.namespace, "loadgen", argv, timeout=60)
+
+
 def _chunk(ctx: RunContext, pod: Any, ip: str, label: str) -> Chunk:
     """Drive the service for one chunk and read its cgroup before and after."""
     before, t0 = _cpu_stat(ctx, pod), time.monotonic()
-    code, out, err = ctx.kube.exec(
-        ctx.namespace,
-        "loadgen",
-        [
-            "python3",
-            "/opt/kfs/workloads/loadgen.py",
-            "--url",
-            f"http://{ip}/work",
-            "--rate",
-            str(RATE),
-            "--duration",
-            f"{CHUNK_SECONDS:g}",
-        ],
-        timeout=60,
-    )
+    code, out, err = _drive(ctx, ip, CHUNK_SECONDS)
     wall = time.monotonic() - t0
     after = _cpu_stat(ctx, pod)
     if code != 0:
@@ -285,21 +278,7 @@ def _roll_out(ctx: RunContext, manifest: str) -> None:
     # still tearing the old pod down on the same two cores, which showed up as
     # 50-85 ms outliers in the first requests of the no-limit phase.
     ip = ctx.kube.core.read_namespaced_service("api", ctx.namespace).spec.cluster_ip
-    ctx.kube.exec(
-        ctx.namespace,
-        "loadgen",
-        [
-            "python3",
-            "/opt/kfs/workloads/loadgen.py",
-            "--url",
-            f"http://{ip}/work",
-            "--rate",
-            str(RATE),
-            "--duration",
-            "5",
-        ],
-        timeout=60,
-    )
+    _drive(ctx, ip, 5)
 
 
 def inject(ctx: RunContext) -> None:
