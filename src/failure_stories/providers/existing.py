@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from failure_stories.core.errors import ClusterUnreachableError, GuardRefusedError, ProviderError
-from failure_stories.providers import fit, snat
+from failure_stories.providers import fit, node_cgroups, snat
 from failure_stories.providers.agent import NodeAgent, revert
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.kube import Kube
@@ -123,10 +123,7 @@ class ExistingProvider(Provider):
         self.agent.thaw_kubelet(node)
 
     def read_cgroup(self, pod: Any, container: str, controller: str, filename: str) -> str:
-        status = next((c for c in pod.status.container_statuses or [] if c.name == container), None)
-        if status is None or not status.container_id:
-            raise ProviderError(f"container {container} of {pod.metadata.name} is not running")
-        cid = status.container_id.split("://", 1)[1]
+        cid = node_cgroups.container_id(pod, container)
         return self.agent.read_cgroup(pod.spec.node_name, cid, controller, filename)
 
     def outside_host(self, subnet: str, node: str) -> OutsideHost:

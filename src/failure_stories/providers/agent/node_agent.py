@@ -20,7 +20,7 @@ from kubernetes.client.rest import ApiException
 from failure_stories.core.errors import GuardRefusedError, ProviderError
 from failure_stories.core.wait import wait_for
 from failure_stories.host import iptables, netns
-from failure_stories.providers import snat
+from failure_stories.providers import node_cgroups, snat
 from failure_stories.providers.agent import objects
 from failure_stories.providers.agent.scripts import THAW_ANNOTATION, WATCHDOG
 from failure_stories.providers.kube import RUN_LABEL, Kube
@@ -256,25 +256,9 @@ class NodeAgent:
 
     # -- cgroups ----------------------------------------------------------------------
     def read_cgroup(self, node: str, container_id: str, controller: str, filename: str) -> str:
-        found = self.node_exec(
-            node,
-            [
-                "find",
-                f"/sys/fs/cgroup/{controller}/",
-                "-type",
-                "d",
-                "-name",
-                f"*{container_id}*",
-                "-print",
-                "-quit",
-            ],
-        ).strip()
-        if not found:
-            raise ProviderError(
-                f"no {controller} cgroup for container {container_id[:12]} on {node} "
-                "(cgroup v1 controllers are read; is this node on cgroup v2?)"
-            )
-        return self.node_exec(node, ["cat", f"{found}/{filename}"])
+        return node_cgroups.read(
+            lambda argv: self.node_exec(node, argv), node, container_id, controller, filename
+        )
 
     # -- the journal ------------------------------------------------------------------
     def _journal(self, key: str, record: dict[str, Any], update: bool = False) -> None:

@@ -19,7 +19,7 @@ from failure_stories.host import iptables, locks, netns
 from failure_stories.host.commands import run
 from failure_stories.host.netns import OutsideHost
 from failure_stories.host.processes import Supervisor
-from failure_stories.providers import snat
+from failure_stories.providers import node_cgroups, snat
 from failure_stories.providers.base import ClusterStatus, Provider
 from failure_stories.providers.kube import Kube
 from failure_stories.providers.local import (
@@ -200,10 +200,7 @@ class LocalProvider(Provider):
     # -- the real node, as scenarios measure and change it --------------------------
     def container_cgroup(self, pod: Any, container: str, controller: str) -> Path:
         """Host path of a container's cgroup (cgroup v1, cgroupfs driver)."""
-        status = next((c for c in pod.status.container_statuses or [] if c.name == container), None)
-        if status is None or not status.container_id:
-            raise ProviderError(f"container {container} of {pod.metadata.name} is not running")
-        cid = status.container_id.split("://", 1)[1]
+        cid = node_cgroups.container_id(pod, container)
         uid = pod.metadata.uid
         base = Path("/sys/fs/cgroup") / controller / CGROUP_ROOT / "kubepods"
         for pattern in (f"pod{uid}/{cid}", f"*/pod{uid}/{cid}"):
