@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -70,6 +71,14 @@ def _try_lock(path: Path, shared: bool = False) -> int | None:
     return fd
 
 
+POLL_SECONDS = 1.0
+
+
+def _release(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def held(
     name: str,
@@ -79,19 +88,44 @@ def held(
     shared: bool = False,
 ) -> Iterator[None]:
     """Hold lock ``name`` (exclusively, or shared with other shared holders),
-    waiting (bounded) for conflicting holders to finish."""
+    waiting (bounded) for conflicting holders to finish.
+
+    flock() favours no one, so a stream of shared holders that overlap would
+    keep an exclusive waiter out for as long as it lasts (a timing story behind
+    every other run of a parallel suite). A gate file orders them as the Lease
+    locks are ordered: an exclusive taker closes the gate while it waits, shared
+    takers pass it only while it is open, so they queue behind the waiting writer."""
+    deadline = time.monotonic() + timeout
+    said = False
+
+    def take(path: Path) -> int:
+        nonlocal said
+        fd = _try_lock(path, shared)
+        if fd is None:
+            if on_wait is not None and not said:
+                on_wait(f"waiting for {what}")
+                said = True
+            fd = wait_for(
+                lambda: _try_lock(path, shared),
+                what=what,
+                timeout=max(0.0, deadline - time.monotonic()),
+                interval=POLL_SECONDS,
+            )
+        assert fd is not None  # wait_for returns only a truthy value
+        return fd
+
     path = lock_dir() / f"{name}.lock"
-    fd = _try_lock(path, shared)
-    if fd is None:
-        if on_wait is not None:
-            on_wait(f"waiting for {what}")
-        fd = wait_for(lambda: _try_lock(path, shared), what=what, timeout=timeout, interval=1)
-    assert fd is not None  # wait_for returns only a truthy value
+    # A run's lock is its own (nobody queues for it): no gate.
+    gate = None if name.startswith("run-") else take(lock_dir() / f"{name}.gate.lock")
+    try:
+        fd = take(path)
+    finally:
+        if gate is not None:
+            _release(gate)
     try:
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        _release(fd)
         if name.startswith("run-"):
             path.unlink(missing_ok=True)
 
