@@ -7,6 +7,7 @@ simulated ones, so Moonlight, which fails three nodes, is refused up front."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 
 from failure_stories.contract import scenario as scenarios
 from failure_stories.core.wait import wait_for
@@ -438,3 +440,30 @@ def test_a_cluster_whose_policy_forbids_the_agent_is_refused_before_any_fault(
         timeout=60,
     )
     assert _outside_links() == []
+
+
+@pytest.mark.parametrize("run_holds", ["a flock file (the local provider)", "a Lease (existing)"])
+def test_cleanup_through_either_provider_keeps_the_other_ones_live_run(
+    kfs_provider: Any, existing: ExistingProvider, kube: Kube, run_holds: str
+) -> None:
+    """The same cluster, driven as `local` and as `existing` from this machine:
+    a cleanup through one provider must not take a live run of the other for dead."""
+    from failure_stories.host.locks import FileLocks
+    from failure_stories.providers.leases import LeaseLocks
+    from failure_stories.run import cleanup
+
+    lease_run = run_holds.startswith("a Lease")
+    holder, sweeper = (LeaseLocks(kube), kfs_provider) if lease_run else (FileLocks(), existing)
+    name = kube.create_namespace("e2e-live-run")
+    try:
+        with holder.held(f"run-{name}", "the test's live run"):
+            done = cleanup.sweep(sweeper)
+            assert f"kept namespace {name}: its run is in progress" in done, done
+            assert kube.core.read_namespace(name).status.phase == "Active"
+        # Its lock released, the run is over: now the same sweep removes it.
+        done = cleanup.sweep(sweeper)
+        assert f"deleted namespace {name}" in done, done
+    finally:
+        with contextlib.suppress(ApiException):  # a namespace already terminating: 409
+            kube.core.delete_namespace(name)
+        wait_for(lambda: kube.namespace_gone(name), what=f"namespace {name} gone", timeout=120)

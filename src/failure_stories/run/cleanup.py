@@ -6,17 +6,18 @@ managed-by label, node-level changes use the KFS- / kfs-ext- name prefixes."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from kubernetes.client.rest import ApiException
 
 from failure_stories.core.errors import ClusterUnreachableError, KfsError
 from failure_stories.host import docker_engine
-from failure_stories.host.locks import remove_all
+from failure_stories.host.locks import FileLocks, LockBackend, remove_all
 from failure_stories.providers import snat
 from failure_stories.providers.agent.objects import AGENT_LABEL
 from failure_stories.providers.base import Provider
-from failure_stories.providers.kube import KFS, MANAGED_BY, RUN_LABEL
+from failure_stories.providers.kube import KFS, MANAGED_BY, RUN_LABEL, Kube
+from failure_stories.providers.leases import LeaseLocks
 
 # Cluster-scoped kinds a scenario may create (admission policies, CRDs...).
 CLUSTER_KINDS = (
@@ -52,6 +53,7 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
         return [f"cluster not reachable, nothing swept: it keeps the run locks ({_line(exc)})"]
     try:
         kube = provider.kube()
+        active = _run_active(locks, kube)
         for ns in kube.core.list_namespace(label_selector=selector).items:
             name = ns.metadata.name
             labels = ns.metadata.labels or {}
@@ -60,7 +62,7 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
             run = labels.get(RUN_LABEL, name)  # an agent's namespace names its run
             if only is not None and run not in only:
                 continue
-            if locks.run_active(run):
+            if active(run):
                 done.append(f"kept namespace {name}: its run is in progress")
                 continue
             kube.core.delete_namespace(name)
@@ -69,11 +71,11 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
             resource = kube.dynamic.resources.get(api_version=api_version, kind=kind)
             for obj in resource.get(label_selector=selector).items:
                 run = (obj.metadata.labels or {}).get(RUN_LABEL)
-                if (only is not None and run not in only) or (run and locks.run_active(run)):
+                if (only is not None and run not in only) or (run and active(run)):
                     continue
                 resource.delete(name=obj.metadata.name)
                 done.append(f"deleted {kind} {obj.metadata.name}")
-        done += snat.restore_dead(kube, lambda run: not locks.run_active(run), only)
+        done += snat.restore_dead(kube, lambda run: not active(run), only)
     except (KfsError, ApiException) as exc:
         done.append(f"cluster not reachable, skipped its objects ({_line(exc)})")
     try:
@@ -95,6 +97,26 @@ def _sweep(provider: Provider, only: set[str] | None, node_level: bool) -> list[
         for name in provider.sweep_node_changes(only):
             done.append(f"removed {name}")
     return done
+
+
+def _run_active(locks: LockBackend, kube: Kube) -> Callable[[str], bool]:
+    """Whether a run is live, by its lock in either backend: one cluster can be
+    driven both ways from this machine (the embedded cluster's runs keep flock()
+    files; the existing provider pointed at that cluster keeps Leases), and a
+    cleanup through one must never take the other's live runs for dead."""
+    others: list[LockBackend] = (
+        [FileLocks()] if isinstance(locks, LeaseLocks) else [LeaseLocks(kube)]
+    )
+
+    def active(run: str) -> bool:
+        if locks.run_active(run):
+            return True
+        try:
+            return any(other.run_active(run) for other in others)
+        except (KfsError, ApiException):
+            return False  # a cluster without Leases (or RBAC for them) has no such runs
+
+    return active
 
 
 def _line(exc: BaseException) -> str:
