@@ -136,9 +136,9 @@ def test_the_installed_package_carries_its_data(venv: Path) -> None:
     assert found["build_sh_exec"] is True and found["schema"] is True
     for name in package_data.DATA_FOLDERS:
         assert (data / name).is_dir(), name
-    for story in scenarios.discover(REPO / "scenarios"):
-        assert (data / "scenarios" / story / "manifests").is_dir(), story
-        assert (data / "kind-configs" / f"{story}.yaml").is_file(), story
+    for story in scenarios.discover(REPO / "scenarios").values():
+        assert (data / "scenarios" / story.id / "manifests").is_dir(), story.id
+        assert (data / "kind-configs" / f"{story.meta.kind_config}.yaml").is_file(), story.id
     assert (data / "images" / "workloads").is_dir()
     assert (data / "operator" / "crds").is_dir()
     assert (data / "build" / "k8s" / "go.sum").is_file()

@@ -366,7 +366,7 @@ def run(
     prov = cluster.get(keep_cluster=keep_cluster)
     if jobs > 1 and not prov.shared_cluster:
         raise click.UsageError(
-            f"--jobs needs one shared cluster (local or existing); {prov.name} builds one per story"
+            f"--jobs needs a cluster every story shares; {prov.name} builds one per story"
         )
     ses = Session(
         prov,

@@ -140,3 +140,37 @@ def load_into_docker(archives: dict[str, Path], log: Callable[[str], None] = pri
             [docker, "load", "-i", str(archive)], what=f"docker load {archive.name}", timeout=None
         )
         log(f"{ref}: loaded into docker")
+
+
+@timing.timed(timing.IMAGES)
+def import_into_nodes(
+    archives: dict[str, Path],
+    nodes: list[str],
+    docker: str,
+    namespace: str = "k8s.io",
+    log: Callable[[str], None] = print,
+) -> None:
+    """Import into the containerd of each node container (a kind node), through
+    ``docker exec``, skipping the images a node already holds at the same digest."""
+    for node in nodes:
+        ctr = [docker, "exec", "-i", node, "ctr", "-n", namespace, "images"]
+        present = parse_ctr_images_ls(commands.run([*ctr, "ls"], what=f"ctr images ls on {node}"))
+        for ref, archive in archives.items():
+            digest = archive_manifest_digest(archive)
+            if present.get(ref) == digest:
+                continue
+            started = time.monotonic()
+            with archive.open("rb") as stream:
+                commands.run(
+                    [*ctr, "import", "--snapshotter", "overlayfs", "-"],
+                    what=f"ctr images import {archive.name} on {node}",
+                    timeout=600,
+                    stdin=stream,
+                )
+            now = parse_ctr_images_ls(commands.run([*ctr, "ls"], what=f"ctr images ls on {node}"))
+            if now.get(ref) != digest:
+                raise ProviderError(
+                    f"{node}: ctr imported {archive.name} but shows {ref} as "
+                    f"{now.get(ref, 'missing')}, expected {digest}"
+                )
+            log(f"{ref}: imported into {node} in {time.monotonic() - started:.1f}s")

@@ -5,22 +5,21 @@ A story names the abilities it needs in scenario.yaml (``needs: [node-shell,
 outside-network]``); `kfs run` and the runner refuse at once, in one line, a
 provider that lacks one, instead of failing half-way through a fault.
 
-    name             interface        local              kind            existing
-    node-shell       NodeShell        the host           docker exec     the node agent
-    node-failure     NodeFailure      kwok nodes frozen  docker pause    kubelet frozen (agent)
-    cgroup-read      CgroupReader     the host's cgroupfs  -             the node agent
-    outside-network  OutsideNetwork   netns on the host  -               netns in the agent
-    image-loading    ImageLoader      containerd import  kind load       -
-    operator-host    OperatorHost     this checkout      -               -
-    egress-snat      EgressSnat       the masq addon     kind CNI's      the user's masq agent
+    name             interface        local                kind                existing
+    node-shell       NodeShell        the host             docker exec         the node agent
+    node-failure     NodeFailure      kwok nodes frozen    docker pause        kubelet frozen
+    cgroup-read      CgroupReader     the host's cgroupfs  docker exec         the node agent
+    outside-network  OutsideNetwork   netns on the host    netns, Docker host  netns in the agent
+    image-loading    ImageLoader      containerd import    ctr in each node    -
+    operator-host    OperatorHost     this checkout        -                   -
+    egress-snat      EgressSnat       the masq addon       the kind CNI's      the user's masq agent
 
 The node agent (providers.agent) is how a cluster kfs did not build is reached:
 a privileged pod per node and run, every change journalled on the cluster.
 
 Two facts about the cluster itself are flags on the Provider, not abilities:
 ``owns_cluster`` (kfs may delete what it created; never an existing cluster)
-and ``shared_cluster`` (one cluster for every story, so runs may go side by side;
-kind builds one per story's config).
+and ``shared_cluster`` (one cluster for every story, so runs may go side by side).
 """
 
 from __future__ import annotations
