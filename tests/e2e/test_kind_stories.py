@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from failure_stories.contract import scenario as scenarios
-from failure_stories.host import commands, docker_engine, netns
+from failure_stories.host import commands, docker_engine, iptables, netns
+from failure_stories.host.iptables import SCENARIO_CHAIN
 from failure_stories.providers.kind import CLUSTER_LABEL, KindProvider
 from failure_stories.providers.kube import KFS, MANAGED_BY
 from failure_stories.run.session import Session
@@ -81,3 +82,6 @@ def test_story_passes_on_kind(kind: KindProvider, tmp_path: Path, story: str) ->
         ]
     ).split()
     assert states == ["running"] * 5
+    for node in kind.node_containers():
+        on_node = lambda argv, check=False, node=node: kind.node_exec(node, argv, check=check)  # noqa: E731
+        assert iptables.chains(SCENARIO_CHAIN, on_node) == {t: [] for t in iptables.TABLES}

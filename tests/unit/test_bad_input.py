@@ -380,14 +380,20 @@ def test_sigint_while_cluster_up_waits_is_one_line_and_130(tmp_path: Path):
     with lock.open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         proc = kfs(["cluster", "up"], {"KFS_STATE": str(state), "KFS_LOCK_DIR": str(locks)})
-
-        assert proc.stderr is not None
-        waiting = proc.stderr.readline()  # blocks until it says it waits
-        assert waiting == (
-            "kfs: waiting for another kfs process creating or deleting the local cluster\n"
-        )
-        proc.send_signal(signal.SIGINT)
-        out, errout = proc.communicate(timeout=30)
+        try:
+            assert proc.stderr is not None
+            waiting = proc.stderr.readline()  # blocks until it says it waits
+            assert waiting == (
+                "kfs: waiting for another kfs process creating or deleting the local cluster\n"
+            )
+            proc.send_signal(signal.SIGINT)
+            out, errout = proc.communicate(timeout=30)
+        finally:
+            # Failed before its SIGINT, it would take the lock once the test lets
+            # go of it and bring a cluster up in the test's state directory.
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
     assert proc.returncode == 130, errout
     assert (out + errout).strip().splitlines() == ["kfs: error: interrupted"]  # no traceback
     assert not state.exists()  # it created nothing
