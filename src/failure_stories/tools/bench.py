@@ -11,7 +11,8 @@ to the first phase, the largest runner's peak memory and, with --repeat, flakine
 
 With --kind, also a real kind cluster of 1+3 nodes (tools/kind_bench.py): the
 node image's build time in this run (seconds when cached), `kind create
-cluster` to all nodes Ready, and its memory at rest."""
+cluster` to all nodes Ready, and its memory at rest; then the suite on the kind
+provider's own cluster (kind-configs/default.yaml), measured as on local."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from failure_stories.contract import scenario as scenarios
 from failure_stories.core import timing
 from failure_stories.core.wait import wait_for
 from failure_stories.images import TOOLBOX_IMAGE
-from failure_stories.providers.base import REAL_NODE_LABEL
+from failure_stories.providers.base import REAL_NODE_LABEL, Provider
+from failure_stories.providers.kind import KindProvider
 from failure_stories.providers.kube import pod_ready
 from failure_stories.providers.local import LocalProvider, binaries
 from failure_stories.reporting.model import ScenarioReport, report_path
@@ -135,8 +137,8 @@ def cluster_numbers(p: LocalProvider) -> dict[str, Any]:
     return out
 
 
-def suite_numbers(p: LocalProvider, report_dir: Path, repeat: int, jobs: int) -> dict[str, Any]:
-    """The whole suite as `kfs run --all --jobs N` runs it, ``repeat`` times."""
+def suite_numbers(p: Provider, report_dir: Path, repeat: int, jobs: int) -> dict[str, Any]:
+    """The whole suite as `kfs run --all --jobs N --provider NAME` runs it, ``repeat`` times."""
     found = list(scenarios.discover().values())
     p.up()
     runs: list[dict[str, Any]] = []
@@ -152,7 +154,7 @@ def suite_numbers(p: LocalProvider, report_dir: Path, repeat: int, jobs: int) ->
         # The same Session as `kfs run --all --jobs N`; the cluster outlives it.
         with Session(p, out, keep=True) as session:
             session.check(found)
-            session.run_parallel(found, jobs, ["--provider", "local"], say)
+            session.run_parallel(found, jobs, ["--provider", p.name], say)
         suite_seconds = time.monotonic() - t0
         reports = {s.id: _read(out, s.id) for s in found}
         runs.append(
@@ -165,6 +167,7 @@ def suite_numbers(p: LocalProvider, report_dir: Path, repeat: int, jobs: int) ->
         )
     passed = sum(all(v == "passed" for v in r["verdicts"].values()) for r in runs)
     return {
+        "provider": p.name,
         "jobs": jobs,
         "runs": runs,
         "suite_runs_passed": f"{passed}/{len(runs)}",
@@ -259,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-chaostoolkit", action="store_true", help="no side-by-side Chaos Toolkit runs"
     )
     parser.add_argument("--report-dir", type=Path, default=Path("reports/bench"))
-    parser.add_argument("--kind", action="store_true", help="also measure a kind 1+3 cluster")
+    parser.add_argument(
+        "--kind",
+        action="store_true",
+        help="also measure a kind 1+3 cluster's create and memory, and the suite on kind",
+    )
     args = parser.parse_args(argv)
     p = LocalProvider()
     build_times = binaries.cache_dir() / BUILD_TIMES
@@ -274,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         result.update(kind_bench.numbers())
     if not args.skip_suite:
         result["suite"] = suite_numbers(p, args.report_dir, args.repeat, args.jobs)
+    if args.kind and not args.skip_suite:
+        kind = KindProvider()
+        try:
+            result["kind_suite"] = suite_numbers(
+                kind, args.report_dir / "kind", args.repeat, args.jobs
+            )
+        finally:
+            kind.down()  # and the dockerd kfs started for it
     if not args.skip_chaostoolkit:
         result["chaostoolkit"] = chaostoolkit_numbers(p, args.report_dir, result.get("suite"))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
