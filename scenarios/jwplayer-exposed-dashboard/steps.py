@@ -315,7 +315,7 @@ def _exposed_base(ctx: RunContext) -> str:
     outside: OutsideHost = ctx.state["outside"]
     svc = ctx.kube.core.read_namespaced_service("dashboard", ctx.namespace)
     port = next((p.node_port for p in svc.spec.ports if p.node_port), None) or DASHBOARD_PORT
-    return f"http://{outside.gateway}:{port}"
+    return f"http://{outside.node_address}:{port}"
 
 
 def _attack_both_ways(ctx: RunContext) -> dict[str, float]:
@@ -438,8 +438,8 @@ def inject(ctx: RunContext) -> None:
     ctx.kube.wait_rollout(ctx.namespace, "dashboard")
     ctx.kube.wait_service_answers(ctx.namespace, "dashboard", from_pod="caller")
     outside: OutsideHost = ctx.state["outside"]
-    # kube-proxy serves NodePorts on every local address unless nodePortAddresses
-    # says otherwise; the outside host's gateway is one, so check it really answers.
+    # kube-proxy serves NodePorts on every node address unless nodePortAddresses
+    # says otherwise; the one the outside host reaches is one, so check it answers.
     url = f"{_exposed_base(ctx)}/healthz"
     wait_for(
         lambda: _curl(_from_outside(outside), "GET", url).status == 200,

@@ -57,6 +57,12 @@ class OutsideHost:
     run: Run = commands.run
     start: Start = _popen
     stops: list[Callable[[], None]] = field(default_factory=list)
+    # Where this host reaches the node (its NodePorts): the gateway when the node
+    # is this machine, the node container's own address on kind.
+    node_address: str = ""
+
+    def __post_init__(self) -> None:
+        self.node_address = self.node_address or self.gateway
 
     def exec(self, argv: list[str], **kw: object) -> str:
         return self.run(["ip", "netns", "exec", self.name, *argv], **kw)

@@ -33,6 +33,7 @@ from failure_stories.core.errors import (
     ClusterUnreachableError,
     DefinitionError,
     MissingToolError,
+    ProviderError,
 )
 from failure_stories.core.wait import wait_for
 from failure_stories.host import commands, docker_engine, iptables, locks, netns
@@ -285,7 +286,14 @@ class KindProvider(Provider):
         commands.run([docker_engine.docker(), "pause", node], what=f"docker pause {node}")
 
     def start_node(self, node: str) -> None:
-        commands.run([docker_engine.docker(), "unpause", node], what=f"docker unpause {node}")
+        # Idempotent, as the other providers' (a story's teardown restores a node
+        # its own phase may already have brought back).
+        state = commands.run(
+            [docker_engine.docker(), "inspect", "--format", "{{.State.Status}}", node],
+            what=f"docker inspect {node}",
+        ).strip()
+        if state == "paused":
+            commands.run([docker_engine.docker(), "unpause", node], what=f"docker unpause {node}")
 
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         return commands.run([docker_engine.docker(), "exec", node, *argv], check=check)
@@ -298,8 +306,43 @@ class KindProvider(Provider):
         )
 
     def outside_host(self, subnet: str, node: str) -> OutsideHost:
-        # Every node reaches the Docker host through the same bridge.
-        return netns.create(subnet)
+        """A network namespace on the Docker host. Every node reaches it through
+        Docker's bridge; it reaches back only the nodes' own network (a route
+        through the host), never the pods' range, so a pod's egress answers only
+        when its node SNATs it, and the outside finds NodePorts at the node's address."""
+        host = netns.create(subnet)
+        try:
+            host.exec(["ip", "route", "add", self._node_network(), "via", host.gateway])
+            host.node_address = self._node_ip(node)
+        except Exception:
+            host.delete()
+            raise
+        return host
+
+    @staticmethod
+    def _node_network() -> str:
+        """The IPv4 subnet of kind's Docker network, where the node containers live."""
+        out = commands.run(
+            [
+                docker_engine.docker(),
+                "network",
+                "inspect",
+                "kind",
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            ],
+            what="docker network inspect kind",
+        )
+        v4 = [s for s in out.split() if ":" not in s]
+        if not v4:
+            raise ProviderError(f"kind's Docker network has no IPv4 subnet ({out.strip()!r})")
+        return v4[0]
+
+    def _node_ip(self, node: str) -> str:
+        for addr in self.kube().core.read_node(node).status.addresses or []:
+            if addr.type == "InternalIP" and ":" not in addr.address:
+                return str(addr.address)
+        raise ProviderError(f"node {node} has no IPv4 InternalIP")
 
     def snat_owner(self) -> snat.SnatOwner | None:
         """The node image CNI's masq agent (chain KIND-MASQ-AGENT)."""
