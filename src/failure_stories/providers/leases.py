@@ -185,7 +185,11 @@ class LeaseLocks:
         poll: float = 1.0,
         namespace: str = NAMESPACE,
     ) -> None:
-        self.api = client.CoordinationV1Api(kube.api)
+        # A client of its own: the renewing thread must never share one with
+        # `kubernetes.stream` (an exec swaps its client's request method to a
+        # websocket for the call's duration, so a renewal meanwhile failed with
+        # "Handshake status 200 OK").
+        self.api = client.CoordinationV1Api(client.ApiClient(kube.api.configuration))
         self.duration = duration
         self.renew_every = duration / 3
         self.request_timeout = max(1.0, duration / 3)
