@@ -1,23 +1,22 @@
-"""Every story on the real kind, offline: one suite cluster (kind-configs/default.yaml,
-a control plane and four workers from the node image built here) made by the
-kind provider as `kfs run --all --provider kind` makes it, each story run
-through it as a user runs them, and `kfs cluster down --provider kind` leaving no
-container, network, volume or iptables rule of it, and no dockerd kfs started.
+"""Every story on the real kind, offline, as a CI job runs them: one suite cluster
+(kind-configs/default.yaml, a control plane and four workers from the node image
+built here) made by the kind provider, `kfs run --all --provider kind --jobs 3`,
+and `kfs cluster down --provider kind` leaving no container, volume or iptables
+rule of it, and no dockerd kfs started.
 
 Node access goes through the node containers (docker exec, docker pause); the
 outside hosts of JW Player and MindTickle are network namespaces on this host,
 which the kind nodes reach through Docker's bridge.
 
-Then the same cluster as a user's own: the `existing` provider pointed at the
-kind context, every story through the node agent, with no command run on this
-host (no docker exec, no netns here)."""
+Then the same cluster as a user's own: `kfs run --all --provider existing` with
+the kind context, every story through the node agent (privileged pods on the
+nodes)."""
 
 from __future__ import annotations
 
-import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,12 +24,12 @@ from failure_stories.contract import scenario as scenarios
 from failure_stories.host import commands, docker_engine, iptables, netns
 from failure_stories.host.iptables import SCENARIO_CHAIN
 from failure_stories.providers.agent import agent_namespaces
-from failure_stories.providers.existing import ExistingProvider
 from failure_stories.providers.kind import CLUSTER_LABEL, KindProvider
 from failure_stories.providers.kube import KFS, MANAGED_BY
+from failure_stories.reporting.model import ScenarioReport
 from failure_stories.run.session import Session
 
-STORIES = sorted(scenarios.discover())
+JOBS = 3  # as the README's CI example runs them
 
 
 def _docker(*args: str) -> list[str]:
@@ -52,7 +51,9 @@ def kind() -> Iterator[KindProvider]:
     rules_before = _host_rules()
     volumes_before = set(_docker("volume", "ls", "-q")) if engine_before else set()
     try:
+        t0 = time.monotonic()
         provider.up()
+        print(f"kind suite cluster up in {time.monotonic() - t0:.1f}s")
         yield provider
     finally:
         provider.down()
@@ -65,76 +66,79 @@ def kind() -> Iterator[KindProvider]:
     assert _host_rules() - rules_before == set()
 
 
-@pytest.mark.parametrize("story", STORIES)
-def test_story_passes_on_kind(kind: KindProvider, tmp_path: Path, story: str) -> None:
-    session = Session(kind, tmp_path)
-    with session:
-        report = session.run(scenarios.get(story))
-    assert report.verdict == "passed", (report.error, [p.error for p in report.phases if p.error])
-    assert report.provider == "kind" and report.info["kind_cluster"] == "kfs-default"
-    judged = [m for p in report.phases for m in p.measurements.values() if m.ok is not None]
-    assert judged and all(m.ok for m in judged)
-    print(f"{story} on kind: {report.seconds:.1f}s")
-    # Nothing of the run is left on the cluster, on the nodes or on this host.
-    kube = kind.kube()
-    assert not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items
-    assert netns.leftovers() == []
-    states = commands.run(
+def _suite(
+    provider: KindProvider, session_provider: object, report_dir: Path, child_args: list[str]
+) -> list[ScenarioReport]:
+    stories = list(scenarios.discover().values())
+    lines: list[str] = []
+    t0 = time.monotonic()
+    with Session(session_provider, report_dir, keep=True) as session:  # type: ignore[arg-type]
+        session.check(stories)
+        reports = session.run_parallel(
+            stories, JOBS, child_args, lambda k, line: lines.append(f"{k} | {line}")
+        )
+    print(f"{child_args}: {len(stories)} stories in {time.monotonic() - t0:.1f}s")
+    for r in reports:
+        print(f"  {r.scenario}: {r.verdict} in {r.seconds:.1f}s")
+    failed = [r for r in reports if r.verdict != "passed"]
+    said = [line for line in lines if any(line.startswith(f"{r.scenario} |") for r in failed)]
+    assert len(reports) == len(stories) and not failed, "\n".join(
         [
-            docker_engine.docker(),
-            "ps",
-            "--filter",
-            f"label={CLUSTER_LABEL}={kind.cluster_name}",
-            "--format",
-            "{{.State}}",
+            *(
+                f"{r.scenario}: {r.verdict} {r.error} {[p.error for p in r.phases if p.error]}"
+                for r in failed
+            ),
+            *said[-120:],
         ]
-    ).split()
+    )
+    for r in reports:
+        judged = [m for p in r.phases for m in p.measurements.values() if m.ok is not None]
+        assert judged and all(m.ok for m in judged), r.scenario
+    # Nothing of the runs is left on the cluster, on the nodes or on this host.
+    kube = provider.kube()
+    assert not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items
+    assert agent_namespaces(kube) == {}
+    assert netns.leftovers() == []
+    states = _docker(
+        "ps", "--filter", f"label={CLUSTER_LABEL}={provider.cluster_name}", "--format", "{{.State}}"
+    )
     assert states == ["running"] * 5
-    for node in kind.node_containers():
-        on_node = lambda argv, check=False, node=node: kind.node_exec(node, argv, check=check)  # noqa: E731
+    for node in provider.node_containers():
+        on_node = lambda argv, check=False, node=node: provider.node_exec(node, argv, check=check)  # noqa: E731
         assert iptables.chains(SCENARIO_CHAIN, on_node) == {t: [] for t in iptables.TABLES}
+    return reports
 
 
-@pytest.fixture(scope="module")
-def kind_context(kind: KindProvider) -> ExistingProvider:
+def test_every_story_passes_on_kind(kind: KindProvider, tmp_path: Path) -> None:
+    reports = _suite(kind, kind, tmp_path, ["--provider", "kind"])
+    for r in reports:
+        assert r.provider == "kind" and r.info["kind_cluster"] == "kfs-default"
+
+
+def test_every_story_passes_through_the_node_agent_on_the_kind_context(
+    kind: KindProvider, tmp_path: Path
+) -> None:
     """The kind cluster as a cluster kfs did not build: its context, allowed, and
     the images a user's registry would serve already on its nodes."""
     from failure_stories.images import redis_operator
+    from failure_stories.providers.existing import ExistingProvider
 
     kind.load_images(redis_operator.build_image())
     context = f"kind-{kind.cluster_name}"
-    return ExistingProvider(context=context, allow=context, kubeconfig=str(kind.kubeconfig))
-
-
-@pytest.mark.parametrize("story", STORIES)
-def test_story_through_the_node_agent_on_kind(
-    kind_context: ExistingProvider,
-    kind: KindProvider,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    story: str,
-) -> None:
-    seen: list[Any] = []
-    real = subprocess.Popen.__init__
-
-    def spy(self: subprocess.Popen[Any], args: Any, *a: Any, **kw: Any) -> None:
-        seen.append(args)
-        real(self, args, *a, **kw)
-
-    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
-    session = Session(kind_context, tmp_path)
-    with session:
-        report = session.run(scenarios.get(story))
-    monkeypatch.undo()
-    assert report.verdict == "passed", (report.error, [p.error for p in report.phases if p.error])
-    assert report.info["node_access"] == "node agent"
-    judged = [m for p in report.phases for m in p.measurements.values() if m.ok is not None]
-    assert judged and all(m.ok for m in judged)
-    assert seen == [], f"kfs ran commands on this host: {seen}"
-    print(f"{story} on kind through the node agent: {report.seconds:.1f}s")
-    kube = kind.kube()
-    assert agent_namespaces(kube) == {}
-    assert not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items
-    for node in kind.node_containers():
-        on_node = lambda argv, check=False, node=node: kind.node_exec(node, argv, check=check)  # noqa: E731
-        assert iptables.chains(SCENARIO_CHAIN, on_node) == {t: [] for t in iptables.TABLES}
+    existing = ExistingProvider(context=context, allow=context, kubeconfig=str(kind.kubeconfig))
+    outside_before = netns.leftovers()
+    args = [
+        "--provider",
+        "existing",
+        "--kubeconfig",
+        str(kind.kubeconfig),
+        "--context",
+        context,
+        "--allow-context",
+        context,
+    ]
+    reports = _suite(kind, existing, tmp_path, args)
+    for r in reports:
+        assert r.provider == "existing" and r.info["node_access"] == "node agent", r.scenario
+    # The agent makes its outside hosts on the nodes: none was left on this host.
+    assert outside_before == netns.leftovers() == []

@@ -199,6 +199,47 @@ def _check(ok: bool) -> None:
     assert ok
 
 
+def test_a_holder_keeps_renewing_while_the_same_cluster_client_streams_an_exec(
+    cluster: Kube, namespace: str, token: str
+) -> None:
+    """A story's `kubectl exec` (kubernetes.stream) outlasting a Lease's duration,
+    on the same Kube the locks were made from: the renewals go on meanwhile.
+    (A stream swaps its client's request method for a websocket while it runs;
+    renewals through that client failed with "Handshake status 200 OK" and the
+    lock was lost on kind during Flant's long execs.)"""
+    from failure_stories.images import TOOLBOX_IMAGE
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "sleeper"},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": TOOLBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "infinity"],
+                }
+            ],
+        },
+    }
+    cluster.core.create_namespaced_pod(namespace, pod)
+    cluster.wait_pod_running(namespace, "sleeper", timeout=90)
+    locks = LeaseLocks(cluster, duration=DURATION, poll=0.2)
+    name = f"run-kfs-{token}"
+    with locks.held(name, "the run"):
+        before = _ours(cluster, token)[0].spec.renew_time
+        code, _out, err = cluster.exec(namespace, "sleeper", ["sleep", str(2 * DURATION)])
+        assert code == 0, err
+        after = _ours(cluster, token)[0].spec.renew_time
+    # Renewed during the exec (every DURATION/3 s), and never lost: a lost lock
+    # raises on release.
+    assert (after - before).total_seconds() >= DURATION, (before, after)
+    assert _ours(cluster, token) == []
+
+
 def _killable_holder(cluster: Kube, names: list[str], shared: str) -> subprocess.Popen[str]:
     """A python process that takes ``names`` exclusively and ``shared`` shared, then sleeps."""
     code = textwrap.dedent(
