@@ -30,8 +30,39 @@ def test_the_suite_cluster_fits_every_story():
     assert needed == 3 and len(workers) == needed + 1
     (plane,) = [n for n in config["nodes"] if n["role"] == "control-plane"]
     patch = yaml.safe_load(plane["kubeadmConfigPatches"][0])
-    # Moonlight's node failure must be seen in seconds, as on the embedded cluster.
+    # Moonlight's node failure must be seen in seconds, as on the embedded cluster,
+    # by kubelets that heartbeat well within that grace (every second).
     assert patch["controllerManager"]["extraArgs"]["node-monitor-grace-period"] == "8s"
+    (kubelet,) = [yaml.safe_load(p) for p in config["kubeadmConfigPatches"]]
+    assert kubelet["kind"] == "KubeletConfiguration"
+    assert kubelet["nodeLeaseDurationSeconds"] / 4 < 8
+    assert kubelet["nodeStatusUpdateFrequency"] == "2s"
+
+
+def test_images_go_only_into_nodes_that_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node another run paused (Moonlight's failure) refuses `docker exec`: an
+    image load from a run starting meanwhile must leave it out, not fail."""
+    from failure_stories.providers import kind as kind_module
+
+    monkeypatch.setattr(kind_module.docker_engine, "docker", lambda: "docker")
+    monkeypatch.setattr(
+        kind_module.commands,
+        "run",
+        lambda argv, **kw: (
+            "kfs-default-worker2 paused\nkfs-default-control-plane running\n"
+            "kfs-default-worker running\n"
+        ),
+    )
+    seen: list[list[str]] = []
+    monkeypatch.setattr(kind_module, "import_into_nodes", lambda a, nodes, d: seen.append(nodes))
+    provider = KindProvider()
+    assert provider.node_states() == {
+        "kfs-default-control-plane": "running",
+        "kfs-default-worker": "running",
+        "kfs-default-worker2": "paused",
+    }
+    provider.load_images({})
+    assert seen == [["kfs-default-control-plane", "kfs-default-worker"]]
 
 
 def test_pod_and_service_ranges_stay_clear_of_the_embedded_cluster():

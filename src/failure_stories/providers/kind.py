@@ -199,7 +199,8 @@ class KindProvider(Provider):
 
         self.load_images(images.build_images())
 
-    def node_containers(self) -> list[str]:
+    def node_states(self) -> dict[str, str]:
+        """Each node container's state (running, paused, exited...), by name."""
         out = commands.run(
             [
                 docker_engine.docker(),
@@ -208,16 +209,23 @@ class KindProvider(Provider):
                 "--filter",
                 f"label={CLUSTER_LABEL}={self.cluster_name}",
                 "--format",
-                "{{.Names}}",
+                "{{.Names}} {{.State}}",
             ],
             what="docker ps",
         )
-        return sorted(out.split())
+        pairs = (line.partition(" ") for line in out.splitlines())
+        return {name: state.strip() for name, _, state in sorted(pairs) if name}
+
+    def node_containers(self) -> list[str]:
+        return list(self.node_states())
 
     def load_images(self, archives: dict[str, Path]) -> None:
         # Straight into each node's containerd, skipping what it already holds
         # (`kind load` would first load the image into Docker and export it again).
-        import_into_nodes(archives, self.node_containers(), docker_engine.docker())
+        # Not into a node another run has paused (Moonlight's failure): `docker
+        # exec` is refused there. It got the suite's images when it was created.
+        running = [n for n, state in self.node_states().items() if state == "running"]
+        import_into_nodes(archives, running, docker_engine.docker())
 
     def prepare(self, scenario: Scenario) -> Kube:
         if scenario.meta.kind_config != self.config:
@@ -365,19 +373,4 @@ class KindProvider(Provider):
     def _paused(self) -> Iterator[str]:
         if self.cluster_name not in self.clusters():
             return
-        fmt = "{{.Names}} {{.State}}"
-        out = commands.run(
-            [
-                docker_engine.docker(),
-                "ps",
-                "--filter",
-                f"label={CLUSTER_LABEL}={self.cluster_name}",
-                "--format",
-                fmt,
-            ],
-            what="docker ps",
-        )
-        for line in out.splitlines():
-            name, _, state = line.partition(" ")
-            if state.strip() == "paused":
-                yield name
+        yield from (n for n, state in self.node_states().items() if state == "paused")
