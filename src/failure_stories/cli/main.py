@@ -299,8 +299,8 @@ def _controls(control: tuple[str, ...], with_controls: bool) -> list[str | None]
     type=click.IntRange(1, 8),
     default=1,
     show_default=True,
-    help="Scenarios at once, on the one cluster they share. Stories that measure timing run alone and "
-    "stories that share a node resource take turns, so results are unchanged.",
+    help="Scenarios at once, on the one cluster they share. Stories that measure timing "
+    "run alone and stories that share a node resource take turns, so results are unchanged.",
 )
 @output_option
 @click.option(
