@@ -208,12 +208,15 @@ def test_a_holder_keeps_renewing_while_the_same_cluster_client_streams_an_exec(
     renewals through that client failed with "Handshake status 200 OK" and the
     lock was lost on kind during Flant's long execs.)"""
     from failure_stories.images import TOOLBOX_IMAGE
+    from failure_stories.providers.base import REAL_NODE_LABEL
 
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "sleeper"},
         "spec": {
+            # On the real node: a simulated (kwok) node has no address to exec through.
+            "nodeSelector": {REAL_NODE_LABEL: "true"},
             "terminationGracePeriodSeconds": 0,
             "containers": [
                 {
