@@ -204,9 +204,11 @@ def test_a_holder_keeps_renewing_while_the_same_cluster_client_streams_an_exec(
 ) -> None:
     """A story's `kubectl exec` (kubernetes.stream) outlasting a Lease's duration,
     on the same Kube the locks were made from: the renewals go on meanwhile.
-    (A stream swaps its client's request method for a websocket while it runs;
-    renewals through that client failed with "Handshake status 200 OK" and the
-    lock was lost on kind during Flant's long execs.)"""
+    (On kind, during Flant's execs, a renewal through the Kube's own client once
+    failed with "Handshake status 200 OK": a stream swaps its client's request
+    method for a websocket while it connects. Leases now use a client of their
+    own. This test guards renewal during an exec; it did not reproduce that race
+    with the shared client either, so it is no proof of the cause.)"""
     from failure_stories.images import TOOLBOX_IMAGE
     from failure_stories.providers.base import REAL_NODE_LABEL
 
