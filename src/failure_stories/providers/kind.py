@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -358,19 +358,16 @@ class KindProvider(Provider):
 
     def sweep_node_changes(self, runs: Collection[str] | None = None) -> list[str]:
         removed = [f"outside host {name}" for name in netns.sweep()]
-        for node in self._paused():
-            self.start_node(node)  # a run killed mid-failure leaves its node paused
-            removed.append(f"the failure of node {node} (its container was paused)")
-        if self.cluster_name in self.clusters():
-            for node in self.node_containers():
-                # A run's KFS-* chains inside a node (the CNI's own chains are not KFS-).
-                def on_node(argv: list[str], check: bool = False, node: str = node) -> str:
-                    return self.node_exec(node, argv, check=check)
-
-                removed += [f"{c} on {node}" for c in iptables.sweep(SCENARIO_CHAIN, on_node)]
-        return removed
-
-    def _paused(self) -> Iterator[str]:
         if self.cluster_name not in self.clusters():
-            return
-        yield from (n for n, state in self.node_states().items() if state == "paused")
+            return removed
+        for node, state in self.node_states().items():
+            if state == "paused":  # a run killed mid-failure leaves its node paused
+                self.start_node(node)
+                removed.append(f"the failure of node {node} (its container was paused)")
+
+            # A run's KFS-* chains inside a node (the CNI's own chains are not KFS-).
+            def on_node(argv: list[str], check: bool = False, node: str = node) -> str:
+                return self.node_exec(node, argv, check=check)
+
+            removed += [f"{c} on {node}" for c in iptables.sweep(SCENARIO_CHAIN, on_node)]
+        return removed
