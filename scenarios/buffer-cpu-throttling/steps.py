@@ -81,7 +81,9 @@ def settled_symptom(w: Window, checks: Mapping[str, Threshold]) -> tuple[bool, d
     """With the limit: the throttled share (Wilson interval over CFS periods) is
     clear of its threshold, and every chunk's CPU use (a counter, not a sample)
     lies on the same side of its own."""
-    throttle = stats.wilson(w.throttled, w.periods)
+    # No periods at all (no quota, so no CFS bandwidth accounting: the no-fault
+    # control) is exactly 0, not a proportion still to be estimated.
+    throttle = stats.wilson(w.throttled, w.periods) if w.periods else stats.Interval(0, 0, 0)
     t = checks["throttled_period_ratio"]
     cpu = checks["cpu_usage_to_limit_ratio"]
     cpu_sides = {cpu.holds(r) for r in w.usage_ratios}

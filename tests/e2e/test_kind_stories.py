@@ -11,9 +11,10 @@ which the kind nodes reach through Docker's bridge.
 Then the same cluster as a user's own: `kfs run --provider existing` with the
 kind context, stories through the node agent (privileged pods on the nodes).
 
-A latency verdict that the machine's noise left open (its window at the maximum,
-its interval across the threshold) is printed, not counted as a pass or a failure;
-every other check of that run must still hold."""
+A latency verdict that the machine's noise left open ends `undecided` (its window
+at the maximum, its interval across the threshold): the test prints it and
+accepts it, but every other check of that run must still hold. And a run that
+fails on kind keeps `kind export logs` of every node in its artifacts."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def _suite(
     print(f"{child_args}: {len(stories)} stories in {time.monotonic() - t0:.1f}s")
     for r in reports:
         print(f"  {r.scenario}: {r.verdict} in {r.seconds:.1f}s")
-    undecided = [r for r in reports if r.verdict != "passed" and _left_undecided_by_noise(r)]
+    undecided = [r for r in reports if _left_undecided_by_noise(r)]
     for r in undecided:
         print(f"  {r.scenario}: {r.verdict}, but its window never settled: {_intervals(r)}")
     failed = [r for r in reports if r.verdict != "passed" and r not in undecided]
@@ -112,7 +113,7 @@ def _suite(
     )
     for r in reports:
         judged = [m for p in r.phases for m in p.measurements.values() if m.ok is not None]
-        assert judged and (r in undecided or all(m.ok for m in judged)), r.scenario
+        assert judged and all(m.ok or m.undecided for m in judged), r.scenario
     # Nothing of the runs is left on the cluster, on the nodes or on this host.
     kube = provider.kube()
     assert not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items
@@ -138,25 +139,19 @@ def _intervals(r: ScenarioReport) -> dict[str, float]:
 
 
 def _left_undecided_by_noise(r: ScenarioReport) -> bool:
-    """A latency verdict the machine's noise left open, not a wrong one: every
-    failed check of the run is one whose window ran to its maximum without
-    settling, with its confidence interval still on both sides of the threshold.
-    (Buffer's latency improvement on kind, with five kind nodes and the
-    embedded cluster on 2 cores: one run of three ended 2.5 with an interval of
-    [1.28, 3.39] against 3.) Everything else it measured must hold, including
-    the kind node's cgroup showing the throttling and then none."""
-    checks = scenarios.get(r.scenario).meta
-    failed = [(p, k, m) for p in r.phases for k, m in p.measurements.items() if m.ok is False]
-    if not failed or r.error:
+    """kfs's own "undecided", and only the noise's doing: the checks left open are
+    those whose windows ran to their maximum with the confidence interval still
+    across the threshold, and every other check of the run holds, including the
+    kind node's cgroup showing the throttling and then none. (Buffer's latency
+    improvement on kind, with five kind nodes and the embedded cluster on 2
+    cores: 3.4 in [2.33, 4.1] and 2.5 in [1.28, 3.39] against 3.)"""
+    if r.verdict != "undecided" or r.error:
         return False
-    for p, k, _m in failed:
-        low = p.measurements.get(f"{k}_ci_low")
-        high = p.measurements.get(f"{k}_ci_high")
-        settled = p.measurements.get("window_settled")
-        if low is None or high is None or settled is None or settled.value != 0.0:
+    for p in r.phases:
+        spans = [k for k, m in p.measurements.items() if m.undecided]
+        if spans and p.measurements["window_settled"].value != 0.0:
             return False
-        threshold = checks.checks_for(p.name)[k].value
-        if not low.value < threshold < high.value:
+        if any(m.ok is False and not m.undecided for m in p.measurements.values()):
             return False
     return True
 
@@ -194,3 +189,52 @@ def test_stories_pass_through_the_node_agent_on_the_kind_context(
         assert r.provider == "existing" and r.info["node_access"] == "node agent", r.scenario
     # The agent makes its outside hosts on the nodes: none was left on this host.
     assert outside_before == netns.leftovers() == []
+
+
+FAILING_STORY = """\
+id: fails-on-kind
+title: A story whose fix never works
+company: ExampleCo
+year: 2020
+source: https://example.invalid/story
+kind_config: default
+story: A story.
+fault: A fault.
+symptom: A symptom.
+mitigation: A mitigation.
+measured:
+  errors: how many requests failed
+checks:
+  symptom:
+    errors: ">= 5"
+  verify:
+    errors: "<= 1"
+"""
+
+
+def test_a_run_that_fails_on_kind_keeps_every_nodes_logs(
+    kind: KindProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verdict other than the expected one leaves its artifacts: the namespace's
+    objects, and `kind export logs` of every node (kubelet, containerd, journal)."""
+    folder = tmp_path / "stories" / "fails-on-kind"
+    folder.mkdir(parents=True)
+    (folder / "scenario.yaml").write_text(FAILING_STORY)
+    steps = "def symptom(ctx):\n    return {'errors': 9}\n\n\ndef verify(ctx):\n"
+    (folder / "steps.py").write_text(steps + "    return {'errors': 7}\n")
+    (folder / "README.md").write_text("# fails on kind\n")
+    monkeypatch.setenv("KFS_SCENARIOS_DIR", str(folder.parent))  # for the child `kfs run`
+    story = scenarios.get("fails-on-kind", folder.parent)
+    with Session(kind, tmp_path / "r", keep=True) as session:
+        (report,) = session.run_parallel([story], 1, ["--provider", "kind"], lambda *_: None)
+    assert (report.provider, report.verdict) == ("kind", "not-fixed")
+    artifacts = Path(str(report.artifacts))
+    assert (artifacts / "index.json").is_file()
+    cluster = artifacts / "cluster"
+    assert (cluster / "kind-version.txt").read_text().strip().startswith("kind v0.30.0")
+    nodes = {p.name for p in cluster.iterdir() if p.is_dir()}
+    assert nodes == set(kind.node_containers())
+    for node in nodes:
+        assert (cluster / node / "kubelet.log").stat().st_size > 0, node
+    # and the suite cluster outlived the run (a run that did not create it keeps it)
+    assert set(kind.node_states().values()) == {"running"}

@@ -82,3 +82,15 @@ def test_a_report_without_the_ledger_has_no_breakdown_and_story_numbers_carry_it
     assert numbers["overhead_seconds"]["total"] == round(
         100.0 - 12.0 - story.meta.physics_seconds - bench.NAMESPACE_DELETION_DELAY, 1
     )
+
+
+def test_story_numbers_say_how_each_window_stopped() -> None:
+    story = discover(ROOT / "scenarios")["buffer-cpu-throttling"]
+    report = _report(100.0, 6.0, None)
+    report.info["windows"] = {
+        "with_limit": {"stop": "settled", "chunks": 3},
+        "without_limit": {"stop": "maximum reached", "chunks": 4},
+    }
+    numbers = bench._story_numbers(story, report)
+    assert numbers["windows"] == {"with_limit": "settled", "without_limit": "maximum reached"}
+    assert "windows" not in bench._story_numbers(story, _report(100.0, 6.0, None))

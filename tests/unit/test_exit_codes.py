@@ -110,6 +110,8 @@ def test_unreachable_and_unreadable_kubeconfigs(tmp_path: Path) -> None:
         (("error", "not-fixed"), 1),
         (("error",), 3),
         (("passed", "error"), 3),
+        (("undecided",), 3),  # too noisy to judge: not a failed verdict
+        (("undecided", "not-fixed"), 1),
     ],
 )
 def test_a_runs_exit_code_follows_its_verdicts(verdicts: tuple[str, ...], code: int) -> None:

@@ -36,7 +36,7 @@ def symptom(ctx):
     return {{"errors": {symptom}}}
 
 def verify(ctx):
-    return {{"errors": {verify}}}
+    return {{"errors": {verify}, "errors_ci_low": {low}, "errors_ci_high": {high}}}
 """
 
 
@@ -69,13 +69,14 @@ def test_reports_of_real_runs_follow_the_schema(validator: Any, path: Path) -> N
         ("passed", {"symptom": 9, "verify": 0, "inject": "pass"}),
         ("not-reproduced", {"symptom": 2, "verify": 0, "inject": "pass"}),
         ("not-fixed", {"symptom": 9, "verify": 7, "inject": "pass"}),
+        ("undecided", {"symptom": 9, "verify": 1, "low": 0, "high": 3, "inject": "pass"}),
         ("error", {"symptom": 9, "verify": 0, "inject": "raise RuntimeError('boom')"}),
     ],
 )
 def test_every_verdict_the_runner_writes_follows_the_schema(
     validator: Any, make_scenario: Any, provider: Any, tmp_path: Path, verdict: str, params: Any
 ) -> None:
-    folder = make_scenario(STEPS.format(**params))
+    folder = make_scenario(STEPS.format(**({"low": 0, "high": 0} | params)))
     report = Runner(provider, tmp_path / "r").run(scenarios.get("test-story", folder.parent))
     assert report.verdict == verdict
     data = json.loads(write_json(report, tmp_path / "r").read_text())
@@ -100,3 +101,15 @@ def test_the_schema_refuses_what_a_reader_could_not_trust(validator: Any) -> Non
     name = next(iter(symptom["measurements"]))
     del symptom["measurements"][name]["ok"]  # a threshold without its judgement
     assert _errors(validator, judged)
+
+
+def test_a_control_runs_report_follows_the_schema(
+    validator: Any, make_scenario: Any, provider: Any, tmp_path: Path
+) -> None:
+    folder = make_scenario(STEPS.format(symptom=9, verify=7, low=0, high=0, inject="pass"))
+    runner = Runner(provider, tmp_path / "r", control="no-fix")
+    report = runner.run(scenarios.get("test-story", folder.parent))
+    assert (report.verdict, report.as_expected) == ("not-fixed", True)
+    data = json.loads(write_json(report, tmp_path / "r").read_text())
+    assert data["control"] == "no-fix" and data["phases"][4]["withheld"] == "no-fix"
+    assert _errors(validator, data) == []

@@ -14,6 +14,8 @@ from failure_stories.contract.scenario import PHASES
 from failure_stories.core.errors import Interrupted
 from failure_stories.run.runner import Runner
 
+from .conftest import SCENARIO_YAML
+
 STEPS = """
 from pathlib import Path
 LOG = Path({log!r})
@@ -84,6 +86,54 @@ def test_not_fixed_when_verify_fails(make_scenario, provider, tmp_path):
     assert report.verdict == "not-fixed"
     assert not report.phase("verify").ok
     assert report.phase("teardown").ok
+
+
+def _with_interval(value: float, low: float, high: float) -> str:
+    """A verify return value with its confidence interval (STEPS formats it in)."""
+    return f'{value}, "errors_ci_low": {low}, "errors_ci_high": {high}'
+
+
+def test_an_interval_across_the_threshold_is_undecided_not_passed(
+    make_scenario, provider, tmp_path
+):
+    # "<= 1" holds for the point estimate 1, but the interval [0, 3] spans it.
+    report, log = run(make_scenario, provider, tmp_path, verify=_with_interval(1, 0, 3))
+    assert report.verdict == "undecided"
+    verify = report.phase("verify")
+    assert not verify.ok and verify.error is None
+    assert verify.measurements["errors"].undecided and verify.measurements["errors"].ok
+    assert report.reason == verify.undecided
+    assert report.reason.startswith("errors 1, interval [0, 3] spans <= 1 when its window ended")
+    assert log[-2:] == ["revert-fault", "undo-setup"]  # teardown as for any verdict
+    data = json.loads((tmp_path / "reports" / "test-story.json").read_text())
+    assert data["verdict"] == "undecided"
+    assert data["phases"][5]["measurements"]["errors"]["undecided"] is True
+
+
+@pytest.mark.parametrize(
+    ("interval", "verdict"), [((0.5, 0, 0.9), "passed"), ((4, 2, 6), "not-fixed")]
+)
+def test_an_interval_clear_of_the_threshold_decides(
+    make_scenario, provider, tmp_path, interval, verdict
+):
+    report, _ = run(make_scenario, provider, tmp_path, verify=_with_interval(*interval))
+    assert report.verdict == verdict
+    assert not report.phase("verify").measurements["errors"].undecided
+    assert report.phase("verify").undecided is None
+
+
+def test_a_check_failed_for_sure_outweighs_an_undecided_one(make_scenario, provider, tmp_path):
+    yaml = SCENARIO_YAML.format(id="test-story").replace(
+        'verify:\n    errors: "<= 1"', 'verify:\n    errors: "<= 1"\n    errors_ci_low: "<= -1"'
+    )
+    steps = STEPS.format(
+        symptom=9, verify=_with_interval(1, 0, 3), inject_extra="pass", log=str(tmp_path / "l")
+    )
+    folder = make_scenario(steps, yaml_text=yaml)
+    report = Runner(provider, tmp_path / "reports").run(scenarios.get("test-story", folder.parent))
+    # errors is undecided, but errors_ci_low (0) fails "<= -1" with no interval of its own.
+    assert report.verdict == "not-fixed"
+    assert report.phase("verify").undecided is None
 
 
 def test_error_on_exception_still_tears_down(make_scenario, provider, tmp_path):

@@ -51,6 +51,7 @@ VERDICT_STYLE = {
     "passed": "bold green",
     "not-reproduced": "bold yellow",
     "not-fixed": "bold red",
+    "undecided": "bold cyan",
     "error": "bold magenta",
 }
 
@@ -64,7 +65,8 @@ EXIT_CODES = """Exit codes:
   2    usage error: a bad argument, option or scenario definition,
        a context not allowed
   3    infrastructure error: a missing tool, a cluster that does not
-       answer, a story whose verdict is error (when none failed)
+       answer, a story whose verdict is error or undecided (too noisy
+       to judge) when none failed
   130  interrupted (Ctrl-C, SIGTERM); teardown ran"""
 
 
@@ -116,9 +118,9 @@ class KfsGroup(click.Group):
 
 def exit_code(reports: list[ScenarioReport]) -> int:
     """1 if a story's verdict failed (or a control did not end as it must), else 3
-    if a run could not be judged, else 0."""
+    if a run could not be judged (error, undecided), else 0."""
     wrong = [r for r in reports if not r.as_expected]
-    if any(r.verdict != "error" for r in wrong):
+    if any(r.verdict not in ("error", "undecided") for r in wrong):
         return EXIT_VERDICT_FAILED
     return EXIT_INFRASTRUCTURE if wrong else 0
 

@@ -18,6 +18,7 @@ VERDICT_COLOR = {
     "passed": "#1e8449",
     "not-reproduced": "#b9770e",
     "not-fixed": "#c0392b",
+    "undecided": "#5d6d7e",
     "error": "#7d3c98",
 }
 
@@ -279,10 +280,10 @@ def render(reports: list[ScenarioReport], comparison: Comparison | None = None) 
         controls = {k: v for k, v in runs.items() if k is not None}
         head = r if r is not None else next(iter(controls.values()))
         errors = "".join(
-            f"<li>{_esc(run.key)} {_esc(p.name)}: {_esc(p.error or p.refused)}</li>"
+            f"<li>{_esc(run.key)} {_esc(p.name)}: {_esc(p.error or p.refused or p.undecided)}</li>"
             for run in runs.values()
             for p in run.phases
-            if (p.error or p.refused) and not p.skipped
+            if (p.error or p.refused or p.undecided) and not p.skipped
         )
         sections.append(
             f'<h2 id="{_esc(sid)}">{_esc(sid)} '

@@ -18,7 +18,10 @@ from typing import Any
 from failure_stories.contract.controls import CONTROLS, expected_verdict, run_key
 from failure_stories.core import atomic
 
-VERDICTS = ("passed", "not-reproduced", "not-fixed", "error")
+# undecided: a check's confidence interval still spanned its threshold when the
+# window reached its maximum, so neither verdict would be honest (run it again on
+# a quieter node, or give it more CPUs).
+VERDICTS = ("passed", "not-reproduced", "not-fixed", "undecided", "error")
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "report.schema.json"
 
@@ -36,12 +39,17 @@ class MeasurementResult:
     value: float
     threshold: str | None = None
     ok: bool | None = None  # None when the measurement is only reported
+    # Its confidence interval (from the step's <name>_ci_low/_ci_high) spans the
+    # threshold: ``ok`` then only says on which side the point estimate fell.
+    undecided: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": self.value}
         if self.threshold is not None:
             out["threshold"] = self.threshold
             out["ok"] = self.ok
+        if self.undecided:
+            out["undecided"] = True
         return out
 
 
@@ -55,6 +63,7 @@ class PhaseResult:
     skipped: bool = False  # not reached because an earlier phase decided the verdict
     withheld: str | None = None  # the control that did not run this phase
     refused: str | None = None  # why the platform refused the mitigation (not-fixed)
+    undecided: str | None = None  # which checks' intervals spanned their thresholds
     # When the story's event ran in this phase: started_at (seconds since the run
     # started) and seconds.
     event: dict[str, float] | None = None
@@ -66,7 +75,7 @@ class PhaseResult:
             "seconds": round(self.seconds, 3),
             "measurements": {k: m.to_json() for k, m in self.measurements.items()},
         }
-        for key in ("error", "skipped", "withheld", "refused", "event"):
+        for key in ("error", "skipped", "withheld", "refused", "undecided", "event"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -156,13 +165,16 @@ class ScenarioReport:
                 ok=p["ok"],
                 seconds=p["seconds"],
                 measurements={
-                    k: MeasurementResult(m["value"], m.get("threshold"), m.get("ok"))
+                    k: MeasurementResult(
+                        m["value"], m.get("threshold"), m.get("ok"), m.get("undecided", False)
+                    )
                     for k, m in p.get("measurements", {}).items()
                 },
                 error=p.get("error"),
                 skipped=p.get("skipped", False),
                 withheld=p.get("withheld"),
                 refused=p.get("refused"),
+                undecided=p.get("undecided"),
                 event=p.get("event"),
             )
             for p in data["phases"]
@@ -242,6 +254,8 @@ def _case_outcome(report: ScenarioReport, phase: PhaseResult) -> tuple[str, str]
         return "skipped", phase.error or why
     if phase.error:
         return "error", phase.error
+    if phase.undecided:  # neither a pass nor a failure: the window could not tell
+        return "error", f"undecided: {phase.undecided}"
     if not phase.ok and report.control is None:
         return "failure", _describe_failure(report, phase)
     return None

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 _VERDICT_ON_FAILED_CHECK = {"symptom": "not-reproduced", "verify": "not-fixed"}
 # Windows that must start the story's event (steps.expose), when it has one.
 _MEASURING = ("symptom", "verify")
+# The names a step gives a statistic's confidence interval: <name>_ci_low/_ci_high.
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 
 
 Listener = Callable[[Event], None]
@@ -98,9 +100,33 @@ def _judge(
         threshold = checks.get(name)
         if threshold is None:
             out[name] = MeasurementResult(value)
-        else:
-            out[name] = MeasurementResult(value, str(threshold), threshold.holds(value))
+            continue
+        result = MeasurementResult(value, str(threshold), threshold.holds(value))
+        # A step that estimates a statistic reports its confidence interval
+        # beside it; one that spans the threshold leaves the check undecided,
+        # whichever side the point estimate fell on.
+        low, high = values.get(f"{name}{CI_LOW}"), values.get(f"{name}{CI_HIGH}")
+        if low is not None and high is not None:
+            result.undecided = threshold.holds(low) != threshold.holds(high)
+        out[name] = result
     return out
+
+
+def _undecided(measurements: Mapping[str, MeasurementResult]) -> str | None:
+    """Why a phase is undecided: no check failed for sure, and some interval
+    still spans its threshold (None when the phase is decided)."""
+    if any(m.ok is False and not m.undecided for m in measurements.values()):
+        return None
+    spans = [
+        f"{name} {m.value:g}, interval [{measurements[name + CI_LOW].value:g}, "
+        f"{measurements[name + CI_HIGH].value:g}] spans {m.threshold}"
+        for name, m in measurements.items()
+        if m.undecided
+    ]
+    if not spans:
+        return None
+    ended = " when its window ended: too noisy to judge; run it again on a quieter node"
+    return "; ".join(spans) + ended
 
 
 class Runner:
@@ -295,6 +321,9 @@ class Runner:
             if result.refused:
                 report.reason = f"the platform refused the mitigation: {result.refused}"
                 return "not-fixed"
+            if result.undecided:
+                report.reason = result.undecided
+                return "undecided"
             if not result.ok:
                 return _VERDICT_ON_FAILED_CHECK.get(phase, "error")
             if phase == "symptom" and self.hold_fault is not None:
@@ -337,7 +366,10 @@ class Runner:
                     "return a mapping of measurements or None"
                 )
             result.measurements = _judge(phase, values, scenario)
-            result.ok = all(m.ok is not False for m in result.measurements.values())
+            result.undecided = _undecided(result.measurements)
+            result.ok = result.undecided is None and all(
+                m.ok is not False for m in result.measurements.values()
+            )
         except Interrupted as exc:
             result.ok = False
             result.error = str(exc)

@@ -166,11 +166,18 @@ def suite_numbers(p: Provider, report_dir: Path, repeat: int, jobs: int) -> dict
             }
         )
     passed = sum(all(v == "passed" for v in r["verdicts"].values()) for r in runs)
+    stops = [
+        stop
+        for r in runs
+        for st in r["per_story"].values()
+        for stop in st.get("windows", {}).values()
+    ]
     return {
         "provider": p.name,
         "jobs": jobs,
         "runs": runs,
         "suite_runs_passed": f"{passed}/{len(runs)}",
+        "windows_at_maximum": f"{stops.count('maximum reached')}/{len(stops)}",
         # Each story runs in its own `kfs run` process: the largest of them.
         "runner_peak_rss_mib": round(
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
@@ -197,6 +204,12 @@ def _story_numbers(s: scenarios.Scenario, r: ScenarioReport | None) -> dict[str,
         "namespace_deletion_delay_seconds": NAMESPACE_DELETION_DELAY,
         "wall_to_physics": round(own / physics, 2) if s.meta.physics_seconds else None,
         "overhead_seconds": overhead(r, s.meta.physics_seconds),
+        # How each statistically stopped window ended ("settled" or "maximum reached").
+        **(
+            {"windows": {k: w.get("stop") for k, w in r.info["windows"].items()}}
+            if r.info.get("windows")
+            else {}
+        ),
     }
 
 
