@@ -164,3 +164,26 @@ def test_an_allowed_context_is_reached_through_the_given_kubeconfig(pytester, tm
     result.assert_outcomes(failed=1)  # nothing listens at 127.0.0.1:1
     result.stdout.fnmatch_lines(["*the API server of lab does not answer*"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_an_undecided_phase_fails_its_test_and_says_which_interval() -> None:
+    from failure_stories.reporting.model import MeasurementResult, PhaseResult, ScenarioReport
+    from failure_stories.testing.pytest_plugin import describe_phase
+
+    why = "factor 3.4, interval [2.33, 4.1] spans >= 3 when its window ended"
+    phase = PhaseResult(
+        "verify",
+        ok=False,
+        measurements={
+            "factor": MeasurementResult(3.4, ">= 3", True, undecided=True),
+            "factor_ci_low": MeasurementResult(2.33),
+        },
+        undecided=why,
+    )
+    report = ScenarioReport("buffer", "kind", "now", verdict="undecided", phases=[phase])
+    assert describe_phase(report, phase).splitlines() == [
+        "buffer phase verify: verdict undecided",
+        f"undecided: {why}",
+        "  factor = 3.4 (want >= 3, undecided)",
+        "  factor_ci_low = 2.33",
+    ]

@@ -180,8 +180,11 @@ def describe_phase(report: ScenarioReport, phase: PhaseResult) -> str:
     lines = [f"{report.scenario} phase {phase.name}: verdict {report.verdict}"]
     if phase.error:
         lines.append(f"error: {phase.error}")
+    if phase.undecided:
+        lines.append(f"undecided: {phase.undecided}")
     for name, m in phase.measurements.items():
-        lines.append(f"  {name} = {m.value:g}" + (f" (want {m.threshold})" if m.threshold else ""))
+        want = f" (want {m.threshold}{', undecided' if m.undecided else ''})" if m.threshold else ""
+        lines.append(f"  {name} = {m.value:g}{want}")
     if report.artifacts:
         lines.append(f"artifacts: {report.artifacts}")
     return "\n".join(lines)
