@@ -209,27 +209,10 @@ def test_a_holder_keeps_renewing_while_the_same_cluster_client_streams_an_exec(
     method for a websocket while it connects. Leases now use a client of their
     own. This test guards renewal during an exec; it did not reproduce that race
     with the shared client either, so it is no proof of the cause.)"""
-    from failure_stories.images import TOOLBOX_IMAGE
-    from failure_stories.providers.base import REAL_NODE_LABEL
+    from failure_stories.providers.base import toolbox_pod
 
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "sleeper"},
-        "spec": {
-            # On the real node: a simulated (kwok) node has no address to exec through.
-            "nodeSelector": {REAL_NODE_LABEL: "true"},
-            "terminationGracePeriodSeconds": 0,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": TOOLBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["sleep", "infinity"],
-                }
-            ],
-        },
-    }
+    # On the real node: a simulated (kwok) node has no address to exec through.
+    pod = toolbox_pod("sleeper", grace_seconds=0)
     cluster.core.create_namespaced_pod(namespace, pod)
     cluster.wait_pod_running(namespace, "sleeper", timeout=90)
     locks = LeaseLocks(cluster, duration=DURATION, poll=0.2)

@@ -13,9 +13,8 @@ import pytest
 from failure_stories.core.wait import wait_for
 from failure_stories.host import locks, netns
 from failure_stories.host.commands import run
-from failure_stories.images import TOOLBOX_IMAGE
 from failure_stories.providers import snat
-from failure_stories.providers.base import REAL_NODE_LABEL, Provider
+from failure_stories.providers.base import Provider, toolbox_pod
 from failure_stories.providers.kube import Kube
 from failure_stories.providers.local import layout as L
 from failure_stories.providers.local import masq_addon
@@ -59,28 +58,7 @@ def test_the_addon_owns_pod_egress_and_a_configmap_edit_flips_it_within_seconds(
     assert kept == ["169.254.0.0/16", L.CLUSTER_CIDR, L.SERVICE_CIDR]
     assert rules[-1].endswith("-j MASQUERADE")
 
-    kube.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "caller"},
-                "spec": {
-                    "nodeSelector": {REAL_NODE_LABEL: "true"},
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "caller",
-                            "image": TOOLBOX_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "command": ["sleep", "infinity"],
-                        }
-                    ],
-                },
-            }
-        ],
-        namespace,
-    )
+    kube.apply([toolbox_pod("caller", "caller")], namespace)
     kube.wait_pod_running(namespace, "caller")
     ip = kube.core.read_namespaced_pod("caller", namespace).status.pod_ip
     # The bridge no longer masquerades: no rule of the CNI's names this pod.

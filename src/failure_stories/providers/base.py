@@ -23,6 +23,34 @@ REAL_NODE_LABEL = "kfs.dev/real-node"
 SIMULATED_NODE_LABEL = "kfs.dev/simulated-node"
 
 
+def toolbox_pod(
+    name: str, container: str = "main", *, grace_seconds: int = 1, ready_probe: bool = False
+) -> dict[str, Any]:
+    """A pod of the toolbox image that sleeps on a real node until deleted: a place
+    inside the cluster to run commands from (the bench, end-to-end tests). Pinned
+    to a real node because a simulated one has no address to exec through."""
+    from failure_stories.images import TOOLBOX_IMAGE
+
+    main: dict[str, Any] = {
+        "name": container,
+        "image": TOOLBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sleep", "infinity"],
+    }
+    if ready_probe:
+        main["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {REAL_NODE_LABEL: "true"},
+            "terminationGracePeriodSeconds": grace_seconds,
+            "containers": [main],
+        },
+    }
+
+
 @dataclass
 class ClusterStatus:
     provider: str

@@ -31,8 +31,7 @@ import psutil
 from failure_stories.contract import scenario as scenarios
 from failure_stories.core import timing
 from failure_stories.core.wait import wait_for
-from failure_stories.images import TOOLBOX_IMAGE
-from failure_stories.providers.base import REAL_NODE_LABEL, Provider
+from failure_stories.providers.base import Provider, toolbox_pod
 from failure_stories.providers.kind import KindProvider
 from failure_stories.providers.kube import pod_ready
 from failure_stories.providers.local import LocalProvider, binaries
@@ -91,24 +90,7 @@ def pod_start_to_ready(p: LocalProvider) -> float:
     kube = p.kube()
     ns = kube.create_namespace("bench")
     try:
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "probe"},
-            "spec": {
-                "nodeSelector": {REAL_NODE_LABEL: "true"},
-                "terminationGracePeriodSeconds": 0,
-                "containers": [
-                    {
-                        "name": "c",
-                        "image": TOOLBOX_IMAGE,
-                        "imagePullPolicy": "Never",
-                        "command": ["sleep", "600"],
-                        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
-                    }
-                ],
-            },
-        }
+        pod = toolbox_pod("probe", "c", grace_seconds=0, ready_probe=True)
         t0 = time.monotonic()
         kube.apply([pod], ns)
         wait_for(

@@ -18,27 +18,10 @@ from kubernetes.client.rest import ApiException
 from failure_stories.core.errors import WaitTimeout
 from failure_stories.core.wait import wait_for
 from failure_stories.host import netns
-from failure_stories.images import TOOLBOX_IMAGE
-from failure_stories.providers.base import REAL_NODE_LABEL
+from failure_stories.providers.base import toolbox_pod
 from failure_stories.providers.local import LocalProvider, netns_dir
 
-POD = {
-    "apiVersion": "v1",
-    "kind": "Pod",
-    "metadata": {"name": "pinned"},
-    "spec": {
-        "nodeSelector": {REAL_NODE_LABEL: "true"},
-        "terminationGracePeriodSeconds": 1,
-        "containers": [
-            {
-                "name": "main",
-                "image": TOOLBOX_IMAGE,
-                "imagePullPolicy": "Never",
-                "command": ["sleep", "3600"],
-            }
-        ],
-    },
-}
+POD = toolbox_pod("pinned")
 
 
 def pod_namespaces() -> set[str]:
