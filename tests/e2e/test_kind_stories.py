@@ -18,6 +18,10 @@ fails on kind keeps `kind export logs` of every node in its artifacts."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,4 +241,34 @@ def test_a_run_that_fails_on_kind_keeps_every_nodes_logs(
     for node in nodes:
         assert (cluster / node / "kubelet.log").stat().st_size > 0, node
     # and the suite cluster outlived the run (a run that did not create it keeps it)
+    assert set(kind.node_states().values()) == {"running"}
+
+
+def test_kfs_gameday_on_kind(kind: KindProvider, tmp_path: Path) -> None:
+    """A GameDay on the suite's kind cluster: the fault held until the reveal,
+    then the fix proven, as on the embedded cluster; the cluster outlives it."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("kfs")),
+            "gameday",
+            "mindtickle-external-snat",
+            "--provider",
+            "kind",
+            "--reveal-after",
+            "1",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    report = json.loads((tmp_path / "mindtickle-external-snat.json").read_text())
+    assert (report["provider"], report["verdict"]) == ("kind", "passed")
+    assert report["info"]["kind_cluster"] == kind.cluster_name
+    assert report["info"]["time_to_diagnosis_seconds"] >= 1
     assert set(kind.node_states().values()) == {"running"}
