@@ -161,6 +161,7 @@ def _remove_state(ctx: RunContext, node: str, host_dir: str) -> None:
 
 def _wait_shipper_rollout(ctx: RunContext) -> str:
     def done() -> str:
+        ctx.kube.refuse_unstartable(ctx.namespace, SHIPPER)
         ds = ctx.kube.apps.read_namespaced_daemon_set("shipper", ctx.namespace)
         st = ds.status
         settled = (

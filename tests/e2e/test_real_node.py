@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from failure_stories.core.errors import ProviderError
 from failure_stories.core.wait import wait_for
 from failure_stories.host import netns
 from failure_stories.images import TOOLBOX_IMAGE
@@ -279,3 +280,40 @@ def test_pod_bridge_keeps_its_mac_as_pods_come_and_go(kube, namespace, kfs_provi
         wait_phase(kube, namespace, f"joiner-{i}", {"Running"})
     assert len({p.name for p in (sysfs / "brif").iterdir()} - ports_before) == 2
     assert (sysfs / "address").read_text().strip() == L.BRIDGE_MAC
+
+
+def test_a_rollout_whose_image_is_not_on_the_node_is_refused_at_once(kube: Kube, namespace: str):
+    """A cluster kfs did not build may lack an image kfs makes: the wait says which
+    image, on which node, as soon as the kubelet gives up on it, not after its timeout."""
+    container = {
+        "name": "main",
+        "image": "localhost/kfs/not-loaded:v0",
+        "imagePullPolicy": "Never",
+        "command": ["sleep", "infinity"],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "absent"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "absent"}},
+            "template": {
+                "metadata": {"labels": {"app": "absent"}},
+                "spec": {
+                    "nodeSelector": {REAL_NODE_LABEL: "true"},
+                    "containers": [container],
+                    "terminationGracePeriodSeconds": 1,
+                },
+            },
+        },
+    }
+    kube.apply([deployment], namespace)
+    start = time.monotonic()
+    with pytest.raises(ProviderError) as refused:
+        kube.wait_rollout(namespace, "absent", timeout=90)
+    took = time.monotonic() - start
+    message = str(refused.value)
+    assert "ErrImageNeverPull for image localhost/kfs/not-loaded:v0" in message
+    assert f"on node {L.REAL_NODE}" in message and "\n" not in message
+    assert took < 30, f"refused only after {took:.1f}s"

@@ -20,6 +20,7 @@ from failure_stories.core import timing
 from failure_stories.core.errors import (
     ClusterUnreachableError,
     GuardRefusedError,
+    ProviderError,
     RefusedError,
     TransientError,
     WaitTimeout,
@@ -32,6 +33,10 @@ KFS = "kube-failure-stories"
 SCENARIO_LABEL = "kfs.dev/scenario"
 RUN_LABEL = "kfs.dev/run"
 FIELD_MANAGER = "kfs"
+# Waiting reasons after which a container never starts unless the cluster changes:
+# an image that is not on the node and may not be pulled, or a malformed name.
+# Other pull errors can pass (a registry's hiccup), so they are left to the wait.
+NEVER_STARTS = frozenset({"ErrImageNeverPull", "InvalidImageName"})
 
 
 def render(text: str, variables: dict[str, str]) -> list[dict[str, Any]]:
@@ -62,6 +67,22 @@ def refusal(exc: BaseException) -> str | None:
             return f"{exc.status} {exc.reason}"
     cause = exc.__cause__
     return refusal(cause) if cause is not None and cause is not exc else None
+
+
+def refuse_unstartable(pod: client.V1Pod) -> None:
+    """ProviderError if one of the pod's containers waits for an image it cannot get."""
+    status = pod.status
+    if status is None:
+        return
+    for cs in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
+        waiting = cs.state.waiting if cs.state else None
+        if waiting is not None and waiting.reason in NEVER_STARTS:
+            raise ProviderError(
+                f"pod {pod.metadata.namespace}/{pod.metadata.name} cannot start on node "
+                f"{pod.spec.node_name}: {waiting.reason} for image {cs.image}: import it "
+                "into every node's container runtime first (`make setup` builds kfs's "
+                "images as archives under $KFS_CACHE/images)"
+            )
 
 
 class Kube:
@@ -243,6 +264,15 @@ class Kube:
     def pods(self, namespace: str, selector: str = "") -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
 
+    def refuse_unstartable(self, namespace: str, selector: str = "") -> None:
+        """Raise at once if a pod waits for an image its node will never have.
+
+        On a cluster kfs did not build, the images kfs makes (the toolbox, the log
+        shipper, the Redis operator) must already be on the nodes; without one a
+        rollout would otherwise only time out, minutes later, with nothing said."""
+        for pod in self.pods(namespace, selector):
+            refuse_unstartable(pod)
+
     def ready_pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         return [p for p in self.pods(namespace, selector) if pod_ready(p)]
 
@@ -293,6 +323,8 @@ class Kube:
                 text = (c.message or "").lower()
                 if c.type == "ReplicaFailure" and c.status == "True" and "forbidden" in text:
                     raise RefusedError(f"deployment {namespace}/{deployment}: {c.message}")
+            labels = (d.spec.selector.match_labels or {}) if d.spec.selector else {}
+            self.refuse_unstartable(namespace, ",".join(f"{k}={v}" for k, v in labels.items()))
             return bool(
                 (st.observed_generation or 0) >= (d.metadata.generation or 0)
                 and (st.updated_replicas or 0) == want
@@ -303,8 +335,13 @@ class Kube:
         wait_for(done, what=f"deployment {namespace}/{deployment} rolled out", timeout=timeout)
 
     def wait_pod_running(self, namespace: str, pod: str, timeout: float = 60) -> None:
+        def running() -> bool:
+            found = self.core.read_namespaced_pod(pod, namespace)
+            refuse_unstartable(found)
+            return bool(found.status.phase == "Running")
+
         wait_for(
-            lambda: self.core.read_namespaced_pod(pod, namespace).status.phase == "Running",
+            running,
             what=f"pod {namespace}/{pod} running",
             timeout=timeout,
         )
