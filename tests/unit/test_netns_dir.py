@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from failure_stories.providers.local import netns_dir
+from failure_stories.host import netns_dir
 
 # Read off this machine after a pod namespace was pinned on a plain /run/netns
 # and `ip netns add` then bind-mounted the directory onto itself (ids 66-69).
@@ -77,11 +77,14 @@ needs_root_tools = pytest.mark.skipif(
 )
 
 
-def _in_private_mount_namespace(body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _in_private_mount_namespace(
+    body: str, tmp_path: Path, network: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run ``body`` (Python) where /run/netns is a plain, empty directory again.
 
     A tmpfs on /run/netns would be a mount point; a fresh directory bound over
-    /run is not, and gives the test its own /run/netns as a new host has it."""
+    /run is not, and gives the test its own /run/netns as a new host has it.
+    ``network``: a private network namespace too, for tests that make links."""
     run_dir = tmp_path / "run"
     (run_dir / "netns").mkdir(parents=True)
     script = tmp_path / "body.py"
@@ -90,7 +93,7 @@ def _in_private_mount_namespace(body: str, tmp_path: Path) -> subprocess.Complet
             """
             import subprocess, time
             from pathlib import Path
-            from failure_stories.providers.local import netns_dir
+            from failure_stories.host import netns_dir
 
             def pin(name):
                 # containerd's way: a bind mount of a new namespace onto a file.
@@ -116,8 +119,9 @@ def _in_private_mount_namespace(body: str, tmp_path: Path) -> subprocess.Complet
         "while grep -q ' /run/netns ' /proc/self/mountinfo; do umount -l /run/netns; done; "
         f"mount --bind {run_dir} /run && exec {sys.executable} {script}"
     )
+    private = ["-m", "-n"] if network else ["-m"]
     return subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", shell],
+        ["unshare", *private, "--propagation", "private", "sh", "-c", shell],
         capture_output=True,
         text=True,
         timeout=60,
@@ -129,7 +133,6 @@ def _in_private_mount_namespace(body: str, tmp_path: Path) -> subprocess.Complet
 def test_a_fresh_host_order_hides_a_pod_namespace_unless_the_mount_point_comes_first(tmp_path):
     done = _in_private_mount_namespace(
         """
-        record = Path("/tmp/kfs-netns-record.json")
         # Today's order on a new host: pod first, then an outside host.
         pod = pin("cni-old-order")
         subprocess.run(["ip", "netns", "add", "kfs-ext-test01"], check=True)
@@ -141,17 +144,18 @@ def test_a_fresh_host_order_hides_a_pod_namespace_unless_the_mount_point_comes_f
         print("hidden:", len(netns_dir.hidden(netns_dir._mounts())))
         subprocess.run(["ip", "netns", "delete", "kfs-ext-test01"], check=True)
         # down's sweep reaches the covered one and leaves the directory empty.
-        print("problems:", netns_dir.sweep(record))
+        print("problems:", netns_dir.sweep("local-cluster"))
         print("left:", netns_dir.leftovers(), sorted(p.name for p in netns_dir.NETNS_DIR.iterdir()))
         # The fix: the mount point first, then the same order unpins cleanly.
-        netns_dir.ensure_mount_point(record)
+        netns_dir.ensure_mount_point("local-cluster")
         pod = pin("cni-new-order")
         subprocess.run(["ip", "netns", "add", "kfs-ext-test02"], check=True)
         unpin(pod)
         print("new order: unlinked")
         subprocess.run(["ip", "netns", "delete", "kfs-ext-test02"], check=True)
-        netns_dir.sweep(record)
-        print("after down:", netns_dir.covers(netns_dir._mounts()), record.exists())
+        netns_dir.sweep("local-cluster")
+        made = netns_dir.record_path().exists()
+        print("after down:", netns_dir.covers(netns_dir._mounts()), made)
         """,
         tmp_path,
     )
@@ -167,13 +171,53 @@ def test_a_fresh_host_order_hides_a_pod_namespace_unless_the_mount_point_comes_f
 
 
 @needs_root_tools
+def test_an_outside_host_on_a_host_without_the_cluster_leaves_no_mount_behind(tmp_path):
+    """Seen on the kind path: `ip netns add` self-binds /run/netns, and nothing undid it."""
+    done = _in_private_mount_namespace(
+        """
+        from failure_stories.host import netns
+        netns_dir.NETNS_DIR.rmdir()  # a new host has no /run/netns at all
+
+        def state():
+            return (len(netns_dir.covers(netns_dir._mounts())), netns_dir.NETNS_DIR.exists(),
+                    netns_dir.record_path().exists())
+
+        host = netns.create("203.0.113.0/24")
+        print("during:", state(), sorted(netns_dir.holders()) == [host.name])
+        host.delete()
+        print("after delete:", state())
+
+        # With the cluster beside it: the last one to let go undoes the mount.
+        host = netns.create("203.0.113.0/24")
+        netns_dir.ensure_mount_point("local-cluster")
+        host.delete()
+        print("cluster still holds it:", state(), sorted(netns_dir.holders()))
+        netns_dir.sweep("local-cluster")
+        print("after down:", state())
+
+        # A crashed run's outside host: `kfs cleanup`'s sweep lets go for it.
+        host = netns.create("198.51.100.0/24")
+        print("swept:", netns.sweep() == [host.name], state())
+        """,
+        tmp_path,
+        network=True,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "during: (1, True, True) True" in out, out
+    assert "after delete: (0, False, False)" in out, out
+    assert "cluster still holds it: (1, True, True) ['local-cluster']" in out, out
+    assert "after down: (0, False, False)" in out, out
+    assert "swept: True (0, False, False)" in out, out
+
+
+@needs_root_tools
 def test_sweep_leaves_a_cover_alone_when_someone_else_has_a_namespace_there(tmp_path):
     done = _in_private_mount_namespace(
         """
-        record = Path("/tmp/kfs-netns-record2.json")
         pod = pin("cni-covered")
         subprocess.run(["ip", "netns", "add", "not-ours"], check=True)
-        problems = netns_dir.sweep(record)
+        problems = netns_dir.sweep("local-cluster")
         print("problems:", len(problems), problems[0] if problems else "")
         print("not-ours kept:", (netns_dir.NETNS_DIR / "not-ours").exists())
         subprocess.run(["ip", "netns", "delete", "not-ours"], check=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from failure_stories.core.errors import ProviderError
 from failure_stories.core.wait import wait_for
-from failure_stories.host import commands
+from failure_stories.host import commands, netns_dir
 from failure_stories.host.commands import run
 
 # Runs a command where the namespace lives (host.commands.run's shape).
@@ -94,6 +94,8 @@ class OutsideHost:
         # Deleting the namespace removes its veth end and so the pair.
         self.run(["ip", "netns", "delete", self.name], check=False)
         self.run(["ip", "link", "delete", self.host_veth], check=False)
+        if self.run is commands.run:
+            netns_dir.release(self.name)
 
 
 def create(
@@ -114,6 +116,10 @@ def create(
     name, host_veth, ns_veth = PREFIX + tag, f"kfsx{tag}", f"kfsy{tag}"
     host = OutsideHost(name, subnet, gateway, address, host_veth, run=run, start=start)
     try:
+        if run is commands.run:
+            # Before iproute2 self-binds /run/netns on a host without the local
+            # cluster: so kfs knows it made the mount, and undoes it.
+            netns_dir.ensure_mount_point(name)
         run(["ip", "netns", "add", name])
         run(["ip", "link", "add", host_veth, "type", "veth", "peer", "name", ns_veth])
         run(["ip", "link", "set", ns_veth, "netns", name])
@@ -141,4 +147,8 @@ def sweep() -> list[str]:
         tag = name[len(PREFIX) :]
         run(["ip", "netns", "delete", name], check=False)
         run(["ip", "link", "delete", f"kfsx{tag}"], check=False)
+    # Holders a crash left behind: their namespaces are gone now.
+    for holder in netns_dir.holders():
+        if holder.startswith(PREFIX) and holder not in leftovers():
+            netns_dir.release(holder)
     return names

@@ -15,13 +15,15 @@ import yaml
 
 from failure_stories.core.errors import MissingToolError, ProviderError
 from failure_stories.core.wait import wait_for
-from failure_stories.host import commands
+from failure_stories.host import commands, netns_dir
 from failure_stories.host.processes import Supervisor
 from failure_stories.providers.base import REAL_NODE_LABEL
-from failure_stories.providers.local import binaries, hostnet, netns_dir
+from failure_stories.providers.local import binaries, hostnet
 from failure_stories.providers.local import layout as L
 
 RUN_DIR = Path("/run/kfs")
+# How this cluster is named among those relying on /run/netns (host.netns_dir).
+NETNS_HOLDER = "local-cluster"
 CONTAINERD_SOCK = RUN_DIR / "containerd" / "containerd.sock"
 CGROUP_ROOT = "kfs"  # kubelet's pods go under /sys/fs/cgroup/<controller>/kfs
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -202,11 +204,7 @@ state = "{RUN_DIR / "containerd"}"
         hostnet.ensure_bridge()
         hostnet.fence_routes()
         # Before containerd pins the first pod's namespace (see netns_dir).
-        netns_dir.ensure_mount_point(self._netns_record)
-
-    @property
-    def _netns_record(self) -> Path:
-        return self.dir / "netns-dir.json"
+        netns_dir.ensure_mount_point(NETNS_HOLDER)
 
     def _ensure_cgroup_root(self) -> None:
         """The kubelet wants its cgroup root to exist in every v1 hierarchy."""
@@ -291,7 +289,7 @@ state = "{RUN_DIR / "containerd"}"
         self.sup.stop("containerd")
         self._kill_shims()
         self._unmount_all()
-        for problem in netns_dir.sweep(self._netns_record):
+        for problem in netns_dir.sweep(NETNS_HOLDER):
             print(f"kfs: warning: {problem}")
         hostnet.sweep_iptables()
         hostnet.delete_bridge()

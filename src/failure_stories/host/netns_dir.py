@@ -12,16 +12,22 @@ directory entry they sit on can no longer be unlinked ("unlinkat
 terminating. Long-lived machines never show it, because their `/run/netns`
 was made a mount point long ago.
 
-So `up` makes `/run/netns` a shared mount point while nothing is pinned in it,
-exactly as iproute2 would, and records that it did. `down` unmounts and removes
-our namespaces, including ones covered by a later mount, and undoes the mount
-point if it made it and nobody else has pinned anything there since.
+So whoever comes first (the local cluster's `up`, or an outside host on a host
+without that cluster) makes `/run/netns` a shared mount point while nothing is
+pinned in it, exactly as iproute2 would, and records that kfs did and who
+relies on it. Each holder releases it when done (`down`, an outside host's
+delete, `kfs cleanup`); the last one undoes the mount point, if kfs made it and
+nobody else has pinned anything there since. `down` also unmounts and removes
+our pod namespaces, including ones covered by a later mount.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +35,14 @@ from failure_stories.core import atomic
 from failure_stories.host.commands import run
 
 NETNS_DIR = Path("/run/netns")
+
+
+def record_path() -> Path:
+    """What kfs did to /run/netns, and who relies on it: under /run, so a reboot,
+    which undoes the mount, forgets it too."""
+    return Path(os.environ.get("KFS_NETNS_RECORD", "/run/kfs-netns-dir.json"))
+
+
 # containerd's CRI names its pod namespaces cni-<uuid>; ours outside hosts kfs-ext-*.
 OURS = ("cni-", "kfs-ext-")
 
@@ -123,23 +137,60 @@ def hidden(mounts: list[Mount], directory: str = str(NETNS_DIR)) -> list[Mount]:
     return [m for m in pinned(mounts, directory) if m not in resolve(mounts, m.point)]
 
 
-def ensure_mount_point(record: Path) -> None:
-    """Make ``/run/netns`` a shared mount point before the first pod pins a namespace.
+@contextlib.contextmanager
+def _record() -> Iterator[dict[str, object] | None]:
+    """The record, read and written under a lock (stories run side by side).
+
+    The lock is a flock on the record's directory, not on a file of its own:
+    a lock file would outlive every holder on a host that had none before."""
+    path = record_path()
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rec: dict[str, object] | None = None
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            rec = json.loads(path.read_text())
+        yield rec
+    finally:
+        os.close(fd)
+
+
+def _write(rec: dict[str, object]) -> None:
+    atomic.write_text(record_path(), json.dumps(rec))
+
+
+def _holders(rec: dict[str, object]) -> set[str]:
+    held = rec.get("holders", [])
+    return {str(h) for h in held} if isinstance(held, list) else set()
+
+
+def ensure_mount_point(holder: str) -> None:
+    """Make ``/run/netns`` a shared mount point before the first namespace is pinned.
 
     Only while nothing is pinned there: a self-bind over pinned namespaces is
-    exactly what hides them. A host that already has the mount point keeps it."""
-    created_dir = not NETNS_DIR.exists()
-    NETNS_DIR.mkdir(parents=True, exist_ok=True)
-    mounts = _mounts()
-    if covers(mounts):
-        if not covers(mounts)[-1].shared:
-            run(["mount", "--make-shared", str(NETNS_DIR)])
-        return
-    if pinned(mounts):
-        return  # pods of a cluster started before this fix: `down` sweeps them
-    run(["mount", "--bind", str(NETNS_DIR), str(NETNS_DIR)])
-    run(["mount", "--make-shared", str(NETNS_DIR)])
-    atomic.write_text(record, json.dumps({"mounted": True, "created_dir": created_dir}))
+    exactly what hides them. A host that already has the mount point keeps it;
+    if kfs made it, ``holder`` joins those that rely on it."""
+    with _record() as rec:
+        created_dir = not NETNS_DIR.exists()
+        NETNS_DIR.mkdir(parents=True, exist_ok=True)
+        mounts = _mounts()
+        if covers(mounts):
+            if not covers(mounts)[-1].shared:
+                run(["mount", "--make-shared", str(NETNS_DIR)])
+            if rec is not None:
+                _write({**rec, "holders": sorted(_holders(rec) | {holder})})
+            return
+        if pinned(mounts):
+            return  # pods of a cluster started before this fix: `down` sweeps them
+        run(["mount", "--bind", str(NETNS_DIR), str(NETNS_DIR)])
+        run(["mount", "--make-shared", str(NETNS_DIR)])
+        _write({"mounted": True, "created_dir": created_dir, "holders": [holder]})
+
+
+def holders() -> set[str]:
+    """Who relies on the mount point kfs made (empty when kfs made none)."""
+    with _record() as rec:
+        return _holders(rec) if rec is not None else set()
 
 
 def _unmount(point: str) -> None:
@@ -160,11 +211,12 @@ def _foreign_entries() -> list[str]:
     return []
 
 
-def sweep(record: Path, names: tuple[str, ...] = ("cni-",)) -> list[str]:
+def sweep(holder: str, names: tuple[str, ...] = ("cni-",)) -> list[str]:
     """Unpin and remove our namespaces under ``/run/netns``, covered ones too.
 
     Returns what could not be removed, one line each, with what to do about it.
-    ``names`` are the prefixes swept here (outside hosts go through iproute2)."""
+    ``names`` are the prefixes swept here (outside hosts go through iproute2);
+    then ``holder`` releases the mount point."""
     problems: list[str] = []
     # Visible ones first: unmount each path until nothing is mounted on it.
     for _ in range(8):
@@ -196,22 +248,27 @@ def sweep(record: Path, names: tuple[str, ...] = ("cni-",)) -> list[str]:
         if entry.name.startswith(names) and not _mount_count(str(entry)):
             with contextlib.suppress(OSError):
                 entry.unlink()
-    release(record)
+    release(holder)
     return problems
 
 
-def release(record: Path) -> None:
-    """Undo ``ensure_mount_point`` if it did something and nothing else is there now."""
-    if not record.exists():
-        return
-    made = json.loads(record.read_text())
-    if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
-        if made.get("mounted") and covers(_mounts()):
-            _unmount(str(NETNS_DIR))
-        if made.get("created_dir") and not covers(_mounts()):
-            with contextlib.suppress(OSError):
-                NETNS_DIR.rmdir()
-    record.unlink()
+def release(holder: str) -> None:
+    """``holder`` no longer relies on the mount point; the last one undoes what
+    ``ensure_mount_point`` did, unless something else is there now."""
+    with _record() as rec:
+        if rec is None:
+            return
+        rest = _holders(rec) - {holder}
+        if rest:
+            _write({**rec, "holders": sorted(rest)})
+            return
+        if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
+            if rec.get("mounted") and covers(_mounts()):
+                _unmount(str(NETNS_DIR))
+            if rec.get("created_dir") and not covers(_mounts()):
+                with contextlib.suppress(OSError):
+                    NETNS_DIR.rmdir()
+        record_path().unlink(missing_ok=True)
 
 
 def leftovers() -> list[str]:
