@@ -19,14 +19,18 @@ RATE = 1.5  # requests per second: the story's load, the same in every phase
 # window it replaces, so the worst case is unchanged).
 CHUNK_SECONDS = 10.0
 MAX_SECONDS = 40.0
-# Requests a window needs before it may stop. The p95 compared in verify is
-# built from the with-limit window: at 45 requests its nearest-rank p95 is the
-# 43rd, so two requests lie above it and one slow outlier cannot be the p95
-# alone (at 30 it would be the single slowest but one). The no-limit side has
-# the bootstrap interval to answer for its size, and 30 keeps it off its own max.
-# The baseline judges only the observed success ratio (one failure in 60
-# requests fails it anyway), so one chunk shows whether the service answers.
-MIN_SAMPLES = {"baseline": 15, "with_limit": 45, "without_limit": 30}
+# Requests a window needs before it may stop. Verify compares medians, and 30
+# requests on each side put a few slow outliers well away from the median;
+# the bootstrap interval answers for the rest. The baseline judges only the
+# observed success ratio (one failure in 60 requests fails it anyway), so one
+# chunk shows whether the service answers.
+MIN_SAMPLES = {"baseline": 15, "with_limit": 30, "without_limit": 30}
+# The quantile the improvement factor compares. The quota delays every request
+# whose burst outspends it, so the whole distribution moves and the median shows
+# it. A p95 from 30-60 requests is decided by its 2-4 slowest, which on a noisy
+# node are neighbours, not the limit: on kind (five nodes on two cores) its
+# 99% interval spanned the threshold in 2 of 3 runs with a point estimate of 4.
+FACTOR_PERCENTILE = 50
 
 
 @dataclass
@@ -100,11 +104,11 @@ def settled_verify(
     w: Window, with_limit: list[float], checks: Mapping[str, Threshold], seed: int
 ) -> tuple[bool, dict[str, float]]:
     """Without the limit: a bootstrap interval for the improvement factor
-    p95(with limit) / p95(without) lies wholly on one side of its threshold, and
+    p50(with limit) / p50(without) lies wholly on one side of its threshold, and
     the throttled share's Wilson interval is clear of its own."""
     if not w.latencies or not with_limit:
         return False, {}
-    factor = stats.bootstrap_quantile_ratio(with_limit, w.latencies, 95, seed=seed)
+    factor = stats.bootstrap_quantile_ratio(with_limit, w.latencies, FACTOR_PERCENTILE, seed=seed)
     throttle = stats.wilson(w.throttled, w.periods)
     f, t = checks["latency_improvement_factor"], checks["throttled_period_ratio"]
     # No periods at all (no quota, so no CFS bandwidth accounting) is exactly 0.
@@ -245,8 +249,8 @@ def usage_to_limit(before: dict[str, int], after: dict[str, int], wall: float) -
     return round(used_cores * 1000 / CPU_LIMIT_MILLI, 4)
 
 
-def improvement_factor(p95_with_limit: float, p95_without: float) -> float:
-    return round(p95_with_limit / max(p95_without, 0.001), 2)
+def improvement_factor(p50_with_limit: float, p50_without: float) -> float:
+    return round(p50_with_limit / max(p50_without, 0.001), 2)
 
 
 def kernel_has_fix(release: str) -> bool:
@@ -290,7 +294,7 @@ def inject(ctx: RunContext) -> None:
 def symptom(ctx: RunContext) -> dict[str, float]:
     checks = ctx.scenario.meta.checks_for("symptom")
     out, window = _load(ctx, "with_limit", lambda w: settled_symptom(w, checks))
-    ctx.state["p95_with_limit"] = out["p95_latency_ms"]
+    ctx.state["p50_with_limit"] = out["p50_latency_ms"]
     ctx.state["latencies_with_limit"] = window.latencies
     node = ctx.kube.core.read_node(_api_pod(ctx).spec.node_name)
     release = node.status.node_info.kernel_version
@@ -313,9 +317,7 @@ def verify(ctx: RunContext) -> dict[str, float]:
     ctx.info["bootstrap_seed"] = seed
     with_limit = ctx.state["latencies_with_limit"]
     out, _ = _load(ctx, "without_limit", lambda w: settled_verify(w, with_limit, checks, seed))
-    # p95, not p99: with 60 requests p99 is the single slowest one, which a noisy
-    # neighbour on a 2-core machine can decide on its own.
     out["latency_improvement_factor"] = improvement_factor(
-        ctx.state["p95_with_limit"], out["p95_latency_ms"]
+        ctx.state["p50_with_limit"], out["p50_latency_ms"]
     )
     return out

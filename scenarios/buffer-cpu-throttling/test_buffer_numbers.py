@@ -31,7 +31,8 @@ def test_a_window_without_periods_is_not_throttled():
     assert numbers["request_success_ratio"] == 0.9833
 
 
-def test_improvement_is_the_p95_ratio_and_never_divides_by_zero():
+def test_improvement_is_the_median_ratio_and_never_divides_by_zero():
+    assert steps.FACTOR_PERCENTILE == 50
     assert steps.improvement_factor(204.0, 34.0) == 6.0
     assert steps.improvement_factor(74.0, 43.8) == 1.69
     assert steps.improvement_factor(10.0, 0.0) == 10000.0
@@ -69,12 +70,20 @@ def _chunks(
     return next_chunk, calls
 
 
-def _with_limit(rng):  # 45% of requests wait for the next period: ~200 ms
-    return 34 * rng.uniform(0.9, 1.1) + (rng.uniform(140, 200) if rng.random() < 0.45 else 0)
+def _with_limit(rng):
+    """The shape measured on kind: a 50 ms burst against 20 ms of quota per 100 ms
+    waits two periods (195-235 ms), one in ten a third (240-330 ms)."""
+    return rng.uniform(195, 235) if rng.random() < 0.9 else rng.uniform(240, 330)
 
 
 def _without(rng):
     return 34 * rng.uniform(0.9, 1.1)
+
+
+def _without_on_a_noisy_node(rng):
+    """Also kind's: 35-60 ms, and one request in twelve held up by a neighbour
+    (90-180 ms), the tail that decided a p95 there."""
+    return rng.uniform(90, 180) if rng.random() < 1 / 12 else rng.uniform(35, 60)
 
 
 def test_symptom_stops_at_its_minimum_once_throttling_is_clear():
@@ -84,8 +93,8 @@ def test_symptom_stops_at_its_minimum_once_throttling_is_clear():
         chunk, lambda w: steps.settled_symptom(w, checks), steps.MIN_SAMPLES["with_limit"]
     )
     assert reason == "settled"
-    assert (window.chunks, len(window.latencies)) == (3, 45)  # the p95 minimum, not more
-    assert calls == [True, False, False]  # later chunks continue the first (no probe)
+    assert (window.chunks, len(window.latencies)) == (2, 30)  # the minimum, not more
+    assert calls == [True, False]  # later chunks continue the first (no probe)
     assert extra["throttled_period_ratio_ci_low"] > 0.25
     # 0.8 s of CPU in 10.5 s = 76m of the 200m limit, in every chunk.
     assert extra["cpu_usage_to_limit_ratio_chunk_max"] == pytest.approx(0.381, abs=1e-3)
@@ -107,7 +116,7 @@ def test_verify_settles_early_on_a_clear_improvement():
 
 
 def test_verify_without_an_improvement_settles_as_not_fixed():
-    with_limit = [_without(random.Random(i)) for i in range(45)]
+    with_limit = [_without(random.Random(i)) for i in range(30)]
     checks = CHECKS.checks_for("verify")
     window, reason, extra = steps.run_window(
         _chunks(_without, seed=2)[0],
@@ -118,16 +127,16 @@ def test_verify_without_an_improvement_settles_as_not_fixed():
     assert extra["latency_improvement_factor_ci_high"] < 3
     assert (
         steps.improvement_factor(
-            steps.stats.percentile(with_limit, 95), window.numbers()["p95_latency_ms"]
+            steps.stats.percentile(with_limit, 50), window.numbers()["p50_latency_ms"]
         )
         < 3
     )
 
 
 def test_a_borderline_improvement_never_settles_and_runs_to_the_maximum():
-    # The with-limit p95 about three times the no-limit one (~37 ms): the interval
-    # straddles 3 however many chunks come.
-    with_limit = [103.0 * random.Random(i).uniform(0.9, 1.1) for i in range(45)]
+    # The with-limit median about three times the no-limit one (~34 ms): the
+    # interval straddles 3 however many chunks come.
+    with_limit = [103.0 * random.Random(i).uniform(0.9, 1.1) for i in range(30)]
     checks = CHECKS.checks_for("verify")
     window, reason, extra = steps.run_window(
         _chunks(_without, seed=4)[0],
@@ -139,6 +148,31 @@ def test_a_borderline_improvement_never_settles_and_runs_to_the_maximum():
     assert (
         extra["latency_improvement_factor_ci_low"] < 3 < extra["latency_improvement_factor_ci_high"]
     )
+
+
+def test_a_neighbours_tail_without_the_limit_still_settles_the_median_factor():
+    # Seen on kind: p95 intervals spanned the threshold at the 60-request maximum
+    # in 2 of 3 runs; the median settles at its minimum.
+    checks = CHECKS.checks_for("verify")
+    outcomes = []
+    for seed in range(20):
+        with_limit, _ = steps.run_window(
+            _chunks(_with_limit, 40, 90, seed=100 + seed)[0], None, steps.MIN_SAMPLES["with_limit"]
+        )[:2]
+        window, reason, extra = steps.run_window(
+            _chunks(_without_on_a_noisy_node, seed=200 + seed)[0],
+            lambda w, wl=with_limit, s=seed: steps.settled_verify(w, wl.latencies, checks, seed=s),
+            steps.MIN_SAMPLES["without_limit"],
+        )
+        outcomes.append((reason, window.chunks, extra["latency_improvement_factor_ci_low"] >= 3))
+        p95 = steps.stats.bootstrap_quantile_ratio(
+            with_limit.latencies, window.latencies, 95, seed=seed
+        )
+        outcomes[-1] += (p95.side(">=", 3) is None,)
+    assert all(o[:3] == ("settled", 2, True) for o in outcomes), outcomes
+    # The same windows on p95: most would have been left undecided.
+    # The same windows judged on p95: 18 of the 20 would have been undecided.
+    assert sum(o[3] for o in outcomes) >= 15, outcomes
 
 
 def test_cpu_use_on_both_sides_of_its_threshold_is_not_settled():

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from failure_stories.contract import scenario as scenarios
-from failure_stories.host import commands, docker_engine, iptables, netns
+from failure_stories.host import commands, docker_engine, iptables, netns, netns_dir
 from failure_stories.host.iptables import SCENARIO_CHAIN
 from failure_stories.providers.agent import agent_namespaces
 from failure_stories.providers.kind import CLUSTER_LABEL, KindProvider
@@ -123,6 +123,8 @@ def _suite(
     assert not kube.core.list_namespace(label_selector=f"{MANAGED_BY}={KFS}").items
     assert agent_namespaces(kube) == {}
     assert netns.leftovers() == []
+    # Nor a hold on /run/netns by an outside host (its self-bind is undone with the last).
+    assert {h for h in netns_dir.holders() if h.startswith(netns.PREFIX)} == set()
     states = _docker(
         "ps", "--filter", f"label={CLUSTER_LABEL}={provider.cluster_name}", "--format", "{{.State}}"
     )
