@@ -21,7 +21,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CLUSTER_CALLS = "cluster_calls"  # Kubernetes API requests (REST)
-EXEC = "exec"  # commands run in pods through the API server, load windows included
+EXEC = "exec"  # commands run in pods or on nodes (a node shell), load windows included
 WAITS = "waits"  # the wait helper's polling and sleeping, less what it called
 IMAGES = "images"  # building and importing the offline images
 LOCK_WAIT = "lock_wait"  # waiting for another run's turn on the node

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from failure_stories.core import atomic, paths
+from failure_stories.core import atomic, paths, timing
 from failure_stories.core.errors import (
     ClusterUnreachableError,
     DefinitionError,
@@ -303,6 +303,7 @@ class KindProvider(Provider):
         if state == "paused":
             commands.run([docker_engine.docker(), "unpause", node], what=f"docker unpause {node}")
 
+    @timing.timed(timing.EXEC)
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         return commands.run([docker_engine.docker(), "exec", node, *argv], check=check)
 

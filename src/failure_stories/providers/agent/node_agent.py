@@ -17,6 +17,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from failure_stories.core import timing
 from failure_stories.core.errors import GuardRefusedError, ProviderError
 from failure_stories.core.wait import wait_for
 from failure_stories.host import iptables, netns
@@ -152,6 +153,7 @@ class NodeAgent:
             )
         return out
 
+    @timing.timed(timing.EXEC)
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         """Run ``argv`` in all of the node's own namespaces, with the node's programs."""
         self._journal(_key("shell", node), {"kind": "shell", "node": node})

@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from failure_stories.core import timing
 from failure_stories.core.errors import ClusterUnreachableError, KfsError, ProviderError
 from failure_stories.core.wait import wait_for
 from failure_stories.host import iptables, locks, netns
@@ -242,6 +243,7 @@ class LocalProvider(Provider):
             raise ProviderError(f"outside hosts are reached from {L.REAL_NODE}, not {node}")
         return netns.create(subnet)
 
+    @timing.timed(timing.EXEC)
     def node_exec(self, node: str, argv: list[str], check: bool = True) -> str:
         if node != L.REAL_NODE:
             raise ProviderError(f"node {node} is simulated: it has no shell ({L.REAL_NODE} has)")
