@@ -84,3 +84,14 @@ def test_the_wait_helper_and_the_cluster_client_report_into_the_process_ledger()
     calls = iter([None, None, "ready"])
     assert wait_for(lambda: next(calls), what="x", timeout=5, interval=0.01) == "ready"
     assert timing.LEDGER.snapshot()["waits"] > 0.0
+
+
+def test_a_node_shell_is_exec_time_not_the_rest() -> None:
+    """JW Player's 3 s node samples run through node_exec; unledgered, the bench
+    put them under 'other' and its waits below physics."""
+    from failure_stories.providers.local import LocalProvider
+    from failure_stories.providers.local import layout as L
+
+    timing.LEDGER.reset()
+    LocalProvider().node_exec(L.REAL_NODE, ["sleep", "0.3"])
+    assert 0.3 <= timing.LEDGER.snapshot()["exec"] < 2.0
