@@ -68,8 +68,8 @@ def quiet(idle_shares: list[float], need: float = 0.5, **kw: object):
 
 
 def test_a_quiet_window_is_kept_with_its_idle_share():
-    # Spans between samples: the probe before the window, then the window itself.
-    (result, idle), windows, discarded, _ = quiet([0.9, 0.8])
+    # One span: the window itself, started at once (no probe on a quiet node).
+    (result, idle), windows, discarded, _ = quiet([0.8])
     assert result == {"p95_latency_ms": 30.0}
     assert windows == [0] and discarded == []
     assert idle == pytest.approx(0.8)
@@ -79,13 +79,13 @@ def test_the_wait_for_a_quiet_node_is_booked_to_the_noise_guard():
     from failure_stories.core import timing
 
     timing.LEDGER.reset()
-    quiet([0.2, 0.9, 0.8])  # one busy probe, then a quiet one, then the window
+    quiet([0.2, 0.2, 0.9, 0.8])  # a busy window, a busy probe, a quiet one, the window
     booked = timing.LEDGER.snapshot()
     assert booked.get("noise_guard", 0) > 0 and "waits" not in booked
 
 
 def test_a_busy_window_is_forgotten_and_measured_again():
-    (_, idle), windows, discarded, logged = quiet([0.9, 0.2, 0.9, 0.7])
+    (_, idle), windows, discarded, logged = quiet([0.2, 0.9, 0.7])
     assert windows == [0, 1] and discarded == [1]
     assert idle == pytest.approx(0.7)
     assert logged == [
@@ -95,7 +95,7 @@ def test_a_busy_window_is_forgotten_and_measured_again():
 
 def test_a_node_that_stays_busy_is_an_error_with_numbers_not_a_verdict():
     with pytest.raises(NodeTooBusyError) as err:
-        quiet([0.9, 0.12, 0.9, 0.3])
+        quiet([0.12, 0.9, 0.3])
     assert str(err.value).startswith("node too busy to judge: 30% idle, need 50% (in 2 measuring")
 
 
@@ -128,10 +128,24 @@ def test_a_chunk_continuing_a_quiet_window_starts_without_a_probe_and_is_still_j
     assert windows == [0, 1] and discarded == [1] and idle == pytest.approx(0.8)
 
 
-def test_no_window_starts_on_a_node_busy_from_the_start():
+def test_a_node_busy_from_the_start_gets_one_look_and_no_second_window():
+    samples = _sampler([0.1] * 1000)
+    looks: list[str] = []
     with pytest.raises(NodeTooBusyError) as err:
-        quiet([0.1] * 1000, settle=0.3)
+        node_cpu.quiet_window(
+            lambda: next(samples), lambda: looks.append("window"), 0.5, probe=0.01, settle=0.3
+        )
+    assert looks == ["window"]  # thrown away; the probe then never saw a quiet node
     assert str(err.value).startswith("node too busy to judge: 10% idle, need 50% (for 0.3 s")
+
+
+def test_the_first_look_is_judged_from_its_own_start():
+    # Busy before the window (not sampled) and quiet during it: kept, as measured.
+    (_, idle), windows, discarded, _ = quiet([0.6])
+    assert windows == [0] and discarded == [] and idle == pytest.approx(0.6)
+    # A busy first look is thrown away before anything is judged on it.
+    (_, idle), windows, discarded, _ = quiet([0.49, 0.9, 0.95])
+    assert windows == [0, 1] and discarded == [1] and idle == pytest.approx(0.95)
 
 
 def test_a_cpu_bound_process_per_cpu_leaves_this_node_too_busy(tmp_path: Path):

@@ -74,16 +74,17 @@ def quiet_window(
 ) -> tuple[T, float]:
     """Run ``measure`` while the node has at least ``need`` of its CPU idle.
 
-    Before each attempt, waits up to ``settle`` seconds for a sample of about
-    ``probe`` seconds to show enough idle CPU; then measures, reading the idle share over
-    the whole window. A window that was too busy is thrown away (``discard``
-    forgets what it recorded) and measured again, ``attempts`` times in all.
-    Returns the window's result and its idle share.
+    The first attempt starts at once and is judged by the idle share over its
+    own span: on a quiet node, the usual case, it is kept and no probe was paid.
+    A window that was too busy is thrown away (``discard`` forgets what it
+    recorded) and measured again, ``attempts`` times in all; each later attempt
+    first waits up to ``settle`` seconds for a sample of about ``probe`` seconds
+    to show enough idle CPU. Returns the window's result and its idle share.
 
     ``since`` is the sample that closed a window judged quiet just before (see
     ``kept``, called with the closing sample of a kept window): a window that
-    continues it starts at once, its span and idle share counted from that sample,
-    so chunks of one long window pay no probe between them and none escapes judgement."""
+    continues it has its span and idle share counted from that sample, so the
+    gap between chunks of one long window escapes no judgement."""
     idle = 0.0
     prev = [since if since is not None else sample()]
     last: list[float] = []  # the idle share of the latest probe
@@ -98,7 +99,7 @@ def quiet_window(
 
     for attempt in range(1, attempts + 1):
         last.clear()
-        if attempt > 1 or since is None:
+        if attempt > 1:
             try:
                 with timing.span(timing.NOISE_GUARD, opaque=True):
                     wait_for(quiet, what="a quiet node", timeout=settle, interval=probe)

@@ -173,9 +173,10 @@ class RunContext:
 
         Records ``node_idle_cpu_ratio``; a window too busy to judge is forgotten
         (its series points and measurements) and measured again, and a node
-        that stays busy ends the phase in NodeTooBusyError. ``continues``: this
-        window is the next chunk of the one just kept on ``node``, so it starts
-        without a probe and is judged from that window's end."""
+        that stays busy ends the phase in NodeTooBusyError. A window starts at
+        once; only one measured again waits for a quiet probe first. ``continues``:
+        this window is the next chunk of the one just kept on ``node``, so it is
+        judged from that window's end (the gap between them included)."""
         need = self.scenario.meta.node.min_idle_cpu
         if need <= 0:
             return measure()
