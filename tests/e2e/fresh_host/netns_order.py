@@ -17,9 +17,9 @@ from kubernetes.client.rest import ApiException
 
 from failure_stories.core.errors import WaitTimeout
 from failure_stories.core.wait import wait_for
-from failure_stories.host import netns
+from failure_stories.host import netns, netns_dir
 from failure_stories.providers.base import toolbox_pod
-from failure_stories.providers.local import LocalProvider, netns_dir
+from failure_stories.providers.local import LocalProvider
 
 POD = toolbox_pod("pinned")
 
@@ -30,7 +30,7 @@ def pod_namespaces() -> set[str]:
 
 def main() -> int:
     if "--without-fix" in sys.argv:
-        netns_dir.ensure_mount_point = lambda record: None  # type: ignore[assignment]
+        netns_dir.ensure_mount_point = lambda holder: None  # type: ignore[assignment]
     existed = netns_dir.NETNS_DIR.exists()
     out: dict[str, Any] = {"netns_dir_was_mount_point": bool(netns_dir.covers(netns_dir._mounts()))}
     provider = LocalProvider()
