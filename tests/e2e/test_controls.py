@@ -3,8 +3,8 @@ cluster, and a mitigation the real API server refuses ends `not-fixed`.
 
 The twelve control runs go as a user starts them, `kfs run --all --control
 no-fault --control no-fix --jobs 3`, in one process tree: the runner's locks
-decide what overlaps (Buffer alone, the outside network and the simulated nodes
-one run at a time)."""
+decide what overlaps (Buffer's timed CPU periods and JW Player's miner, the
+outside network and the simulated nodes: one run at a time each)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """flock() favours no one: without an order, shared holders that keep overlapping
-keep an exclusive waiter (Buffer, alone on the node) out until they all stop.
+keep an exclusive waiter (a story alone on the node, `kfs cleanup`) out until they all stop.
 The node lock queues a shared taker behind a waiting exclusive one."""
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,13 +18,33 @@ from failure_stories.host import locks
 from failure_stories.run.parallel import Job, Pool, order
 
 
-def test_timing_stories_go_first_alone_then_the_longest() -> None:
+def _alone(story: scenarios.Scenario) -> scenarios.Scenario:
+    """``story`` as if its scenario.yaml said ``node: {alone: true}``."""
+    node = story.meta.node.model_copy(update={"alone": True})
+    return dataclasses.replace(story, meta=story.meta.model_copy(update={"node": node}))
+
+
+def test_no_story_needs_the_node_alone_and_the_longest_go_first() -> None:
     found = scenarios.discover()
     alone, rest = order(list(found.values()))
-    assert [s.id for s in alone] == ["buffer-cpu-throttling"]
+    assert alone == []  # Buffer shares the node: its idle guard judges each window
     physics = [s.meta.physics_seconds for s in rest]
     assert physics == sorted(physics, reverse=True)
+    assert len(rest) == len(found)
+
+
+def test_a_story_that_needs_the_node_alone_goes_first() -> None:
+    found = dict(scenarios.discover())
+    found["moonlight-anti-affinity"] = _alone(found["moonlight-anti-affinity"])
+    alone, rest = order(list(found.values()))
+    assert [s.id for s in alone] == ["moonlight-anti-affinity"]
     assert len(alone) + len(rest) == len(found)
+
+
+def test_the_timed_cpu_story_and_the_miner_take_turns() -> None:
+    found = scenarios.discover()
+    users = sorted(s.id for s in found.values() if "cpu-bursts" in s.meta.node.locks)
+    assert users == ["buffer-cpu-throttling", "jwplayer-exposed-dashboard"]
 
 
 def test_stories_that_share_a_node_resource_name_it() -> None:
@@ -122,12 +143,13 @@ def test_stale_run_locks_are_swept_and_live_ones_kept(
 
 def test_each_control_is_a_child_run_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """`kfs run --all --control no-fault --control no-fix --jobs N`: one child per
-    story and control, the timing story's runs first and alone."""
+    story and control, an exclusive story's runs first and alone."""
     from failure_stories.run import parallel
 
     waves: list[tuple[int, list[Job]]] = []
     monkeypatch.setattr(Pool, "run", lambda self, w: waves.extend(w) or [])
     found = list(scenarios.discover().values())
+    found = [_alone(s) if s.id == "buffer-cpu-throttling" else s for s in found]
     parallel.run_all(found, Path("/r"), 3, ["--provider", "local"], print, ("no-fault", "no-fix"))
     (width_alone, alone), (width_rest, rest) = waves
     assert (width_alone, width_rest) == (1, 3)

@@ -2,10 +2,11 @@
 
 Each scenario runs as ``kfs run ID`` in a child process (its own namespace,
 signal handling and teardown, exactly as when run alone); the runner's locks
-decide what may overlap: stories that measure timing on the node run alone,
+decide what may overlap: a story that needs the node to itself runs alone,
 stories that take over the same node resource (the simulated nodes, the outside
-network) run one after the other, the rest run side by side. Exclusive stories
-go first, one at a time; then the others, longest first, N at once.
+network, timed CPU periods against a miner) run one after the other, the rest
+run side by side. Exclusive stories go first, one at a time; then the others,
+longest first, N at once.
 
 Ctrl-C or SIGTERM reaches every child (SIGTERM is forwarded), and each one
 reverts its fault before the parent writes the reports.
