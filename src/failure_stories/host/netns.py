@@ -64,6 +64,12 @@ class OutsideHost:
     def __post_init__(self) -> None:
         self.node_address = self.node_address or self.gateway
 
+    @property
+    def on_this_host(self) -> bool:
+        """The namespace lives here, not on a node reached another way: only then
+        is this host's /run/netns ours to keep track of."""
+        return self.run is commands.run
+
     def exec(self, argv: list[str], **kw: object) -> str:
         return self.run(["ip", "netns", "exec", self.name, *argv], **kw)
 
@@ -94,7 +100,7 @@ class OutsideHost:
         # Deleting the namespace removes its veth end and so the pair.
         self.run(["ip", "netns", "delete", self.name], check=False)
         self.run(["ip", "link", "delete", self.host_veth], check=False)
-        if self.run is commands.run:
+        if self.on_this_host:
             netns_dir.release(self.name)
 
 
@@ -116,7 +122,7 @@ def create(
     name, host_veth, ns_veth = PREFIX + tag, f"kfsx{tag}", f"kfsy{tag}"
     host = OutsideHost(name, subnet, gateway, address, host_veth, run=run, start=start)
     try:
-        if run is commands.run:
+        if host.on_this_host:
             # Before iproute2 self-binds /run/netns on a host without the local
             # cluster: so kfs knows it made the mount, and undoes it.
             netns_dir.ensure_mount_point(name)
@@ -148,7 +154,8 @@ def sweep() -> list[str]:
         run(["ip", "netns", "delete", name], check=False)
         run(["ip", "link", "delete", f"kfsx{tag}"], check=False)
     # Holders a crash left behind: their namespaces are gone now.
+    alive = set(leftovers())
     for holder in netns_dir.holders():
-        if holder.startswith(PREFIX) and holder not in leftovers():
+        if holder.startswith(PREFIX) and holder not in alive:
             netns_dir.release(holder)
     return names
