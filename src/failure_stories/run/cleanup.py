@@ -34,6 +34,10 @@ def sweep(provider: Provider) -> list[str]:
     leftovers, and the Docker engine kfs started once nothing runs in it."""
     done = _sweep(provider, None, node_level=True)
     done += docker_engine.cleanup_if_idle()
+    # The sweep's own node lock files (and any other no process holds) go too:
+    # an unheld flock file says nothing, and a host without a cluster is left
+    # as a new machine has it.
+    remove_all(strict=False)
     return done or ["nothing to clean up"]
 
 
