@@ -57,9 +57,11 @@ test-e2e: setup
 	$(KFS) cluster reset
 	.venv/bin/pytest tests/e2e scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 
+# --durations: the slowest tests are named at the end of every run, where CI's
+# output is kept, to keep the whole suite inside CI's limit.
 test: setup test-tools lint
 	$(KFS) cluster reset
-	.venv/bin/pytest tests scenarios --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
+	.venv/bin/pytest tests scenarios --durations=15 --kfs-report-dir $(REPORTS)/pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m failure_stories.tools.bench --out bench.json $(BENCH_ARGS)
