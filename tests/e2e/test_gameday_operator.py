@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from failure_stories.contract.scenario import PHASES
+from failure_stories.core.errors import WaitTimeout
 from failure_stories.core.wait import sample, wait_for
 from failure_stories.gameday.resource import GROUP, KIND, PLURAL, VERSION, Worker
 from failure_stories.host import netns
@@ -93,11 +94,25 @@ class GameDays:
         return dict(obj.get("status") or {})
 
     def wait_state(self, *states: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            st = self.status()
-            return st if st.get("state") in states else None
+        return self.wait_status(
+            lambda st: st.get("state") in states, what=f"GameDay state {states}", timeout=timeout
+        )
 
-        return wait_for(reached, what=f"GameDay state {states}", timeout=timeout, interval=1)
+    def wait_status(
+        self, done: Callable[[dict[str, Any]], bool], what: str, timeout: float = RUN_TIMEOUT
+    ) -> dict[str, Any]:
+        """The status once ``done`` holds; a timeout says the status last seen."""
+        seen: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            seen.clear()
+            seen.update(self.status())
+            return dict(seen) if done(seen) else None
+
+        try:
+            return wait_for(reached, what=what, timeout=timeout, interval=1)
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}; the GameDay's status: {seen}") from exc
 
     def reveal(self) -> None:
         self.custom.patch_namespaced_custom_object(
@@ -143,7 +158,22 @@ def gamedays(
         gd.delete()
         wait_for(lambda: gd.get() is None, what="the GameDay to go", timeout=300, interval=1)
     gd.operator.stop()
+    # Shown when the test fails; the files go with the test's temp dir.
     print(f"operator log: {gd.operator.log_path}")
+    print(_tail(gd.operator.log_path, OPERATOR_LOG_LINES))
+    for log in sorted(gd.state.glob("logs/gameday-*.log")):
+        print(f"{log.name}:\n{_tail(log, WORKER_LOG_LINES)}")
+
+
+OPERATOR_LOG_LINES = 40
+WORKER_LOG_LINES = 15
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return f"({path} was not written)"
 
 
 def _not_ready_sim_nodes(kube: Kube) -> list[str]:
@@ -287,11 +317,9 @@ def test_a_run_whose_worker_died_too_is_reverted_and_run_again(
     _kill_worker(gamedays, uid, 1)  # no teardown ran: the node stays failed
     assert len(_not_ready_sim_nodes(kube)) == 1
     gamedays.operator.start()
-    st = wait_for(
-        lambda: (s := gamedays.status()).get("attempt") == 2 and s.get("state") == "Holding" and s,
+    st = gamedays.wait_status(
+        lambda s: s.get("attempt") == 2 and s.get("state") == "Holding",
         what="the second attempt to hold the fault",
-        timeout=RUN_TIMEOUT,
-        interval=1,
     )
     assert st["namespace"] != first_ns
     assert kube.namespace_gone(first_ns)
