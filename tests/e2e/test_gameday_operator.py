@@ -151,18 +151,20 @@ def gamedays(
     gd = GameDays(kube, namespace, tmp_path / "operator")
     gd.operator.start()
     yield gd
-    # A GameDay still present is deleted while its operator can revert it.
-    if gd.get() is not None:
-        if not gd.operator.alive():
-            gd.operator.start()
-        gd.delete()
-        wait_for(lambda: gd.get() is None, what="the GameDay to go", timeout=300, interval=1)
-    gd.operator.stop()
-    # Shown when the test fails; the files go with the test's temp dir.
-    print(f"operator log: {gd.operator.log_path}")
-    print(_tail(gd.operator.log_path, OPERATOR_LOG_LINES))
-    for log in sorted(gd.state.glob("logs/gameday-*.log")):
-        print(f"{log.name}:\n{_tail(log, WORKER_LOG_LINES)}")
+    try:
+        # A GameDay still present is deleted while its operator can revert it.
+        if gd.get() is not None:
+            if not gd.operator.alive():
+                gd.operator.start()
+            gd.delete()
+            wait_for(lambda: gd.get() is None, what="the GameDay to go", timeout=300, interval=1)
+        gd.operator.stop()
+    finally:
+        # Shown when the test fails; the files go with the test's temp dir.
+        print(f"operator log: {gd.operator.log_path}")
+        print(_tail(gd.operator.log_path, OPERATOR_LOG_LINES))
+        for log in sorted(gd.state.glob("logs/gameday-*.log")):
+            print(f"{log.name}:\n{_tail(log, WORKER_LOG_LINES)}")
 
 
 OPERATOR_LOG_LINES = 40
