@@ -283,3 +283,34 @@ def test_the_report_carries_step_info_and_the_framework_ledger(make_scenario, pr
     assert "waits" in ledger and "lock_wait" in ledger  # the node lock, even uncontended
     assert all(v >= 0 for v in ledger.values())
     assert sum(ledger.values()) <= report.seconds
+
+
+@pytest.mark.parametrize(("share_cpus", "shared"), [(False, True), (True, False)])
+def test_an_idle_judged_story_holds_the_node_alone_where_nodes_share_cpus(
+    make_scenario: Any,
+    provider: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    share_cpus: bool,
+    shared: bool,
+) -> None:
+    yaml_text = (
+        SCENARIO_YAML.format(id="test-story") + "node:\n  changes: true\n  min_idle_cpu: 0.5\n"
+    )
+    folder = make_scenario(
+        STEPS.format(symptom=9, verify=0, inject_extra="pass", log=str(tmp_path / "l")),
+        yaml_text=yaml_text,
+    )
+    held: list[tuple[str, bool, str]] = []
+    original = Runner._hold_locks
+
+    def spy(self: Runner, scenario: Any, wanted: list[tuple[str, bool, str]], locks: Any) -> None:
+        held.extend(wanted)
+        original(self, scenario, wanted, locks)
+
+    monkeypatch.setattr(Runner, "_hold_locks", spy)
+    monkeypatch.setenv("KFS_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(provider, "nodes_share_cpus", share_cpus)
+    report = Runner(provider, tmp_path / "reports").run(scenarios.get("test-story", folder.parent))
+    assert report.verdict == "passed"
+    assert [(name, s) for name, s, _ in held] == [("node", shared)]

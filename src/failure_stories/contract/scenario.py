@@ -152,8 +152,9 @@ class NodeUse(_Model):
     )
     alone: bool = Field(
         False,
-        description="The story measures timing on the node (CPU periods): it holds the "
-        "node lock exclusively, so no other run shares the node meanwhile.",
+        description="The story needs the node to itself on every provider: it holds the "
+        "node lock exclusively, so no other run shares the node meanwhile (a story with "
+        "min_idle_cpu gets this only where the nodes share the host's CPUs, as on kind).",
     )
     locks: tuple[LockName, ...] = Field(
         (),
@@ -172,6 +173,13 @@ class NodeUse(_Model):
     def shared(self) -> bool:
         """Holds the node lock at all (shared, or exclusively when alone)."""
         return self.changes or self.alone
+
+    def exclusive(self, nodes_share_cpus: bool) -> bool:
+        """Needs the node to itself on this provider: always when ``alone``, and
+        a story that judges spare CPU where every node shares the host's CPUs
+        with the others and the control plane (the provider's
+        ``nodes_share_cpus``), because there no other run's work is elsewhere."""
+        return self.alone or (nodes_share_cpus and self.min_idle_cpu > 0)
 
 
 class ScenarioMeta(_Model):

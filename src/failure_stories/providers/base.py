@@ -66,6 +66,10 @@ class Provider(abc.ABC):
     owns_cluster = True
     # One cluster serves every story, so runs may share it side by side.
     shared_cluster = True
+    # Every node is a container on the same host CPUs as the other nodes and the
+    # control plane, so a story that judges spare CPU (node.min_idle_cpu) runs
+    # with the node to itself (NodeUse.exclusive).
+    nodes_share_cpus = False
 
     @abc.abstractmethod
     def up(self) -> None:

@@ -46,11 +46,14 @@ class Job:
     reader: threading.Thread | None = field(default=None, repr=False)
 
 
-def order(chosen: Sequence[Scenario]) -> tuple[list[Scenario], list[Scenario]]:
-    """Exclusive stories (alone, in the given order), then the rest, longest first."""
-    alone = [s for s in chosen if s.meta.node.alone]
+def order(
+    chosen: Sequence[Scenario], nodes_share_cpus: bool = False
+) -> tuple[list[Scenario], list[Scenario]]:
+    """Exclusive stories (alone, in the given order), then the rest, longest
+    first; ``nodes_share_cpus``: the provider's (see NodeUse.exclusive)."""
+    alone = [s for s in chosen if s.meta.node.exclusive(nodes_share_cpus)]
     rest = sorted(
-        (s for s in chosen if not s.meta.node.alone),
+        (s for s in chosen if not s.meta.node.exclusive(nodes_share_cpus)),
         key=lambda s: s.meta.physics_seconds,
         reverse=True,
     )
@@ -157,10 +160,11 @@ def run_all(
     extra_argv: Sequence[str],
     say: Say,
     controls: Sequence[str | None] = (None,),
+    nodes_share_cpus: bool = False,
 ) -> list[Job]:
     """Run ``chosen`` as child processes, each once per entry of ``controls``
     (None: the story itself); return the finished jobs (in end order)."""
-    alone, rest = order(chosen)
+    alone, rest = order(chosen, nodes_share_cpus)
 
     def make(stories: Sequence[Scenario]) -> list[Job]:
         return [

@@ -273,14 +273,15 @@ class Runner:
         resources in sorted order: one global order, so runs never deadlock.
         The time spent waiting is reported, apart from the run's own time."""
         node = scenario.meta.node
+        alone = node.exclusive(self.provider.nodes_share_cpus)
         wanted: list[tuple[str, bool, str]] = []
         if node.shared:
             what = (
                 "every other run on the node to end"
-                if node.alone
+                if alone
                 else ("a run that needs the node to itself to end")
             )
-            wanted.append(("node", not node.alone, what))
+            wanted.append(("node", not alone, what))
         wanted += [(f"node-{r}", False, f"another run using {r} to end") for r in node.locks]
         start = time.monotonic()
         locks = self.provider.locks()

@@ -174,6 +174,7 @@ class Session:
                 [*child_args, "--keep-cluster"],
                 say,
                 controls=controls,
+                nodes_share_cpus=self.provider.nodes_share_cpus,
             ):
                 finished[run_key(job.scenario.id, job.control)] = job.returncode
         finally:
